@@ -1,0 +1,162 @@
+"""HTTP in, plain data out: discovery, hook calls, feedback, health and the OpenAPI document."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from flask import Blueprint, Response, current_app, g, jsonify, request
+
+from cds_service import schemas
+from cds_service.domain.request import HookRequest
+from cds_service.domain.services import KNOWN_HOOKS, ServiceSpec
+from cds_service.edge.database import StoreUnavailableError
+from cds_service.web.body import read_json_object
+from cds_service.web.errors import ApiError, error_response
+from cds_service.web.runtime import Runtime
+
+bp = Blueprint("cds", __name__)
+log = logging.getLogger("cds_service.web")
+
+
+def runtime() -> Runtime:
+    return current_app.extensions["cds_runtime"]
+
+
+@bp.before_request
+def _start_timer() -> None:
+    g.started = time.perf_counter()
+
+
+@bp.before_request
+def _authenticate() -> None:
+    """Verify the caller's JWT on hook and feedback calls (never on preflight or discovery)."""
+    if request.method == "OPTIONS" or request.endpoint not in ("cds.call_service", "cds.feedback"):
+        return
+    rt = runtime()
+    if rt.verifier is None:
+        return
+    audience = rt.public_base_url(request.host_url) + request.path
+    try:
+        rt.verifier.verify(request.headers.get("Authorization"), audience)
+    except rt.auth_error_class as error:
+        log.warning(
+            "authentication failed",
+            extra={
+                "event": "auth",
+                "reason": getattr(error, "reason", "invalid"),
+                "path": request.path,
+                "status": 401,
+            },
+        )
+        failure = ApiError(401, "unauthorized", ["a valid signed JWT bearer token is required"])
+        failure.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+        raise failure from None
+
+
+@bp.get("/cds-services")
+def discovery() -> Response:
+    return jsonify({"services": [spec.discovery_entry() for spec in runtime().services]})
+
+
+@bp.post("/cds-services/<service_id>")
+def call_service(service_id: str) -> Response:
+    rt = runtime()
+    candidates = [spec for spec in rt.services if spec.id == service_id]
+    if not candidates:
+        raise ApiError(404, "unknown service", [f"no CDS service with id {service_id!r}"])
+    document = read_json_object(request)
+    _check_hook_name(document)
+    try:
+        problems = schemas.problems("hook-request", document)
+    except RecursionError:
+        problems = ["$: JSON is nested too deeply"]
+    if problems:
+        raise ApiError(400, "invalid request", problems)
+    spec = _spec_for_hook(candidates, document["hook"])
+    hook_request = HookRequest.from_json(document)
+    g.hook_instance = hook_request.hook_instance
+    g.service_id = spec.id
+    outcome = rt.runner.run(spec, hook_request, rt.clock())
+    g.counts = {
+        "cards": outcome.cards,
+        "resources": outcome.resources,
+        "skipped": outcome.skipped,
+        "fetched_keys": outcome.fetched_keys,
+        "fetch_failures": sorted(outcome.fetch_failures),
+    }
+    return jsonify(outcome.body)
+
+
+def _check_hook_name(document: dict[str, Any]) -> None:
+    hook = document.get("hook")
+    if isinstance(hook, str) and hook not in KNOWN_HOOKS and "." not in hook:
+        raise ApiError(400, "unknown hook", [f"$.hook: {hook!r} is not a CDS Hooks hook"])
+
+
+def _spec_for_hook(candidates: list[ServiceSpec], hook: str) -> ServiceSpec:
+    for spec in candidates:
+        if spec.hook == hook:
+            return spec
+    expected = ", ".join(sorted(spec.hook for spec in candidates))
+    raise ApiError(
+        400,
+        "wrong hook",
+        [f"$.hook: service {candidates[0].id!r} handles {expected}, not {hook!r}"],
+    )
+
+
+@bp.post("/cds-services/<service_id>/feedback")
+def feedback(service_id: str) -> Response:
+    rt = runtime()
+    if not any(spec.id == service_id for spec in rt.services):
+        raise ApiError(404, "unknown service", [f"no CDS service with id {service_id!r}"])
+    document = read_json_object(request)
+    try:
+        problems = schemas.problems("feedback-request", document)
+    except RecursionError:
+        problems = ["$: JSON is nested too deeply"]
+    if problems:
+        raise ApiError(400, "invalid feedback", problems)
+    g.service_id = service_id
+    items = document["feedback"]
+    try:
+        result = rt.store.record(service_id, items)
+    except StoreUnavailableError:
+        raise ApiError(503, "feedback store unavailable", ["nothing was stored; retry"]) from None
+    g.counts = {"items": len(items), "stored": result.stored, "duplicates": result.duplicates}
+    return jsonify({"stored": result.stored, "duplicates": result.duplicates})
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    try:
+        runtime().store.ping()
+    except StoreUnavailableError:
+        return error_response(503, "database unreachable")
+    return jsonify({"status": "ok", "database": "ok"})
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    return jsonify(runtime().openapi)
+
+
+@bp.after_request
+def _log_request(response: Response) -> Response:
+    started = g.get("started")
+    duration = round((time.perf_counter() - started) * 1000, 2) if started else None
+    fields: dict[str, Any] = {
+        "event": "request",
+        "method": request.method,
+        "path": request.url_rule.rule if request.url_rule else "unmatched",
+        "status": response.status_code,
+        "duration_ms": duration,
+    }
+    for name in ("hook_instance", "service_id"):
+        if name in g:
+            fields[name] = g.get(name)
+    fields.update(g.get("counts", {}))
+    log.info("handled", extra=fields)
+    return response

@@ -1,0 +1,28 @@
+"""Bind each service id to the domain function that answers it, with content and policy."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from cds_service.config import Settings
+from cds_service.domain.engine import Evaluation, Policy, evaluate_patient_view
+from cds_service.domain.request import HookRequest
+from cds_service.web.hooks import Handler
+
+FOOTDROP_SERVICE_ID = "footdrop-im-injection"
+
+
+def build_handlers(content: Any, settings: Settings) -> dict[str, Handler]:
+    """Handlers by service id; discovery (services.yaml) names which ids exist."""
+    policy = Policy(order_intent=settings.order_intent)
+
+    def patient_view(
+        request: HookRequest, resources: Sequence[Mapping[str, Any]], now: datetime
+    ) -> Evaluation:
+        return evaluate_patient_view(
+            request.context, resources, content, now, request.hook_instance, policy
+        )
+
+    return {FOOTDROP_SERVICE_ID: patient_view}

@@ -1,0 +1,31 @@
+"""Everything a request needs, built once by the app factory and kept on the app."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from cds_service.config import Settings
+from cds_service.domain.services import ServiceSpec
+from cds_service.edge.feedback_store import FeedbackStore
+from cds_service.web.hooks import HookRunner
+
+
+@dataclass
+class Runtime:
+    """The wiring of one app: settings, services, store, runner, optional JWT verifier, clock."""
+
+    settings: Settings
+    services: tuple[ServiceSpec, ...]
+    store: FeedbackStore
+    runner: HookRunner
+    clock: Callable[[], datetime]
+    openapi: dict[str, Any]
+    verifier: Any | None = None
+    auth_error_class: type[Exception] = Exception
+
+    def public_base_url(self, host_url: str) -> str:
+        """The base URL clients call us by: CDS_PUBLIC_URL behind a proxy, else the Host header."""
+        return (self.settings.public_url or host_url).rstrip("/")

@@ -1,0 +1,181 @@
+"""Shared test wiring: a fresh app per test on a real SQLite file, a clock, a live server."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from werkzeug.serving import make_server
+
+from cds_service import create_app, schemas
+from cds_service.config import DEFAULT_CONTENT_DIR, Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "fixtures"
+FOOTDROP = "footdrop-im-injection"
+
+# The patient-view example request of the CDS Hooks 2.0 specification ("Calling a CDS Service").
+SPEC_EXAMPLE_REQUEST: dict[str, Any] = {
+    "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
+    "fhirServer": "http://hooks.smarthealthit.org:9080",
+    "hook": "patient-view",
+    "fhirAuthorization": {
+        "access_token": "some-opaque-fhir-access-token",
+        "token_type": "Bearer",
+        "expires_in": 300,
+        "scope": "user/Patient.read user/Observation.read",
+        "subject": "cds-service4",
+    },
+    "context": {"userId": "Practitioner/example", "patientId": "1288992", "encounterId": "89284"},
+    "prefetch": {
+        "patientToGreet": {
+            "resourceType": "Patient",
+            "gender": "male",
+            "birthDate": "1925-12-23",
+            "id": "1288992",
+            "active": True,
+        }
+    },
+}
+
+PREFETCH_KEYS = (
+    "patient",
+    "conditions",
+    "procedures",
+    "medicationAdministrations",
+    "immunizations",
+    "observations",
+    "deviceRequests",
+    "serviceRequests",
+    "appointments",
+)
+
+
+class FrozenClock:
+    """A clock the tests set: fixtures are evaluated at their own evaluation time."""
+
+    def __init__(self, moment: datetime | None = None) -> None:
+        self.moment = moment or datetime(2025, 6, 13, 10, 0, tzinfo=UTC)
+
+    def set(self, moment: datetime | str) -> None:
+        if isinstance(moment, str):
+            moment = datetime.fromisoformat(moment.replace("Z", "+00:00"))
+        self.moment = moment
+
+    def __call__(self) -> datetime:
+        return self.moment
+
+
+def empty_bundle() -> dict[str, Any]:
+    return {"resourceType": "Bundle", "type": "searchset", "total": 0, "entry": []}
+
+
+def patient_view_request(patient_id: str = "p1", **prefetch: Any) -> dict[str, Any]:
+    """A valid patient-view request whose prefetch satisfies every key (empty unless given)."""
+    data: dict[str, Any] = {key: empty_bundle() for key in PREFETCH_KEYS}
+    data["patient"] = {"resourceType": "Patient", "id": patient_id, "birthDate": "1970-01-01"}
+    data.update(prefetch)
+    return {
+        "hook": "patient-view",
+        "hookInstance": "9b1f6c2e-3f1a-4c39-9d0e-2f5b8f8d6a11",
+        "context": {"userId": "Practitioner/example", "patientId": patient_id},
+        "prefetch": data,
+    }
+
+
+def assert_valid_response(body: Any) -> None:
+    """Every 200 the service emits must conform to the CDS Hooks 2.0 response schema."""
+    problems = schemas.problems("hook-response", body)
+    assert problems == [], problems
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        environment="test",
+        database_url=f"sqlite:///{tmp_path / 'feedback.sqlite3'}",
+        content_dir=DEFAULT_CONTENT_DIR,
+        auth=False,
+        allow_insecure_fhir=True,
+    )
+
+
+@pytest.fixture
+def app(settings: Settings, clock: FrozenClock):
+    application = create_app(settings, clock=clock)
+    yield application
+    dispose(application)
+
+
+def dispose(application: Any) -> None:
+    """Close the app's pooled database connections (apps made inside a test call this)."""
+    application.extensions["cds_runtime"].store.dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+class LiveServer:
+    """The app on a real HTTP server on loopback, in a thread."""
+
+    def __init__(self, app: Any) -> None:
+        self._server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self._server.server_port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._thread.join(5)
+        self._server.server_close()
+
+
+@pytest.fixture
+def live_server(app) -> Iterator[LiveServer]:
+    with LiveServer(app) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def module_clock() -> FrozenClock:
+    return FrozenClock()
+
+
+@pytest.fixture(scope="module")
+def module_live_server(tmp_path_factory, module_clock: FrozenClock) -> Iterator[LiveServer]:
+    """One live server for a whole module (e.g. all fixtures), with a module-wide clock."""
+    directory = tmp_path_factory.mktemp("live")
+    settings = Settings(
+        environment="test",
+        database_url=f"sqlite:///{directory / 'feedback.sqlite3'}",
+        content_dir=DEFAULT_CONTENT_DIR,
+        auth=False,
+    )
+    application = create_app(settings, clock=module_clock)
+    with LiveServer(application) as server:
+        yield server
+    dispose(application)
+
+
+def load_json(path: Path) -> Any:
+    return json.loads(path.read_text("utf-8"))
+
+
+def with_settings(settings: Settings, **changes: Any) -> Settings:
+    return replace(settings, **changes)

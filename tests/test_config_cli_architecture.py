@@ -1,0 +1,166 @@
+"""Settings from the environment, the command line, and the one-way import rule."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cds_service import cli
+from cds_service.config import Settings, SettingsError
+from tests.conftest import ROOT, patient_view_request
+
+PRODUCTION = {
+    "CDS_ENVIRONMENT": "production",
+    "CDS_PUBLIC_URL": "https://cds.example.org",
+    "CDS_JWT_ISSUERS": json.dumps({"https://ehr.example": "https://ehr.example/jwks.json"}),
+    "CDS_CORS_ORIGINS": "https://ehr.example",
+}
+
+
+def test_development_defaults_need_no_configuration():
+    """With no CDS_* variables the service runs with development defaults: SQLite, auth off."""
+    settings = Settings.from_env({})
+    assert settings.environment == "development" and not settings.auth
+    assert settings.database_url.startswith("sqlite:///") and "var" in settings.database_url
+    assert settings.max_body_bytes == 10 * 1024 * 1024
+    assert "CDS_AUTH=off" in " ".join(settings.insecure_settings())
+
+
+def test_production_defaults_turn_auth_on_and_refuse_plain_http_fhir():
+    """In production auth defaults on and plain-http FHIR servers are refused."""
+    settings = Settings.from_env(PRODUCTION)
+    assert settings.auth and not settings.allow_insecure_fhir
+    assert settings.jwt_issuers == {"https://ehr.example": "https://ehr.example/jwks.json"}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"CDS_AUTH": "off"}, "CDS_AUTH must be on"),
+        ({"CDS_PUBLIC_URL": "http://cds.example.org"}, "https URL"),
+        ({"CDS_ALLOW_INSECURE_FHIR": "on"}, "CDS_ALLOW_INSECURE_FHIR"),
+        ({"CDS_JWT_ISSUERS": ""}, "CDS_JWT_ISSUERS"),
+    ],
+)
+def test_insecure_production_settings_fail_fast(change, message):
+    """Production refuses to start with a setting that would accept forged calls or leak data."""
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env({**PRODUCTION, **change})
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"CDS_AUTH": "maybe"}, "on or off"),
+        ({"CDS_MAX_BODY_BYTES": "ten"}, "whole number"),
+        ({"CDS_MAX_BODY_BYTES": "10"}, "between"),
+        ({"CDS_JWT_ISSUERS": "[1]"}, "map each issuer"),
+        ({"CDS_JWT_ISSUERS": "{"}, "JSON object"),
+        ({"CDS_ORDER_INTENT": "wish"}, "CDS_ORDER_INTENT"),
+        ({"CDS_FHIR_DEADLINE_SECONDS": "-1"}, "between"),
+        ({"CDS_TYPO": "1"}, "unknown setting"),
+        ({"CDS_ENVIRONMENT": "staging"}, "CDS_ENVIRONMENT"),
+        ({"CDS_AUTH": "on"}, "CDS_JWT_ISSUERS"),
+    ],
+)
+def test_malformed_settings_are_named(env, message):
+    """A malformed or misspelt CDS_* variable stops start-up with a message naming it."""
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env(env)
+
+
+def test_cli_call_prints_the_response(tmp_path, capsys, monkeypatch):
+    """`cds-service call REQUEST.json` runs the request in-process and prints the JSON answer."""
+    monkeypatch.setenv("CDS_DATABASE_URL", f"sqlite:///{tmp_path / 'f.sqlite3'}")
+    path = tmp_path / "request.json"
+    path.write_text(json.dumps(patient_view_request()))
+    assert cli.main(["call", str(path)]) == 0
+    assert json.loads(capsys.readouterr().out) == {"cards": []}
+
+
+def test_cli_call_reports_a_bad_request(tmp_path, capsys, monkeypatch):
+    """A request the service refuses makes `call` exit 1 and print the error body."""
+    monkeypatch.setenv("CDS_DATABASE_URL", f"sqlite:///{tmp_path / 'f.sqlite3'}")
+    request = patient_view_request()
+    del request["hookInstance"]
+    path = tmp_path / "request.json"
+    path.write_text(json.dumps(request))
+    assert cli.main(["call", str(path)]) == 1
+    assert json.loads(capsys.readouterr().out)["error"] == "invalid request"
+
+
+def test_cli_check_content_passes_on_the_shipped_cards(capsys):
+    """`cds-service check-content` accepts the cards/ directory we ship."""
+    assert cli.main(["check-content", str(ROOT / "cards")]) == 0
+    assert "content OK" in capsys.readouterr().out
+
+
+def test_cli_check_content_names_a_broken_services_file(tmp_path, capsys):
+    """A broken discovery file is reported with what is wrong, exit code 1."""
+    import shutil
+
+    shutil.copytree(ROOT / "cards", tmp_path / "cards")
+    services = tmp_path / "cards" / "services.yaml"
+    services.write_text(services.read_text().replace("{{context.patientId}}", "{{Patient.id}}", 1))
+    assert cli.main(["check-content", str(tmp_path / "cards")]) == 1
+    assert "Patient.id" in capsys.readouterr().out
+
+
+def test_cli_feedback_report_runs_on_an_empty_store(tmp_path, capsys, monkeypatch):
+    """`cds-service feedback-report` works on a fresh database."""
+    monkeypatch.setenv("CDS_DATABASE_URL", f"sqlite:///{tmp_path / 'f.sqlite3'}")
+    assert cli.main(["feedback-report"]) == 0
+    assert "no feedback yet" in capsys.readouterr().out
+
+
+def test_console_script_is_installed():
+    """The `cds-service` console script exists in the environment and answers --help."""
+    script = Path(sys.executable).with_name("cds-service")
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0
+    for command in ("serve", "call", "check-content", "feedback-report"):
+        assert command in result.stdout
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text("utf-8"))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_domain_is_pure():
+    """domain/ imports no web framework, HTTP client, OS access, web or edge module."""
+    forbidden = (
+        "flask",
+        "requests",
+        "os",
+        "werkzeug",
+        "sqlalchemy",
+        "cds_service.web",
+        "cds_service.edge",
+        "time",
+        "random",
+        "urllib.request",
+        "socket",
+    )
+    for path in (ROOT / "cds_service" / "domain").rglob("*.py"):
+        for name in _imports(path):
+            assert not any(name == f or name.startswith(f + ".") for f in forbidden), (path, name)
+
+
+def test_edge_does_not_import_web():
+    """Imports flow web → domain ← edge: the edge never reaches into the web layer."""
+    for path in (ROOT / "cds_service" / "edge").rglob("*.py"):
+        assert not any(n.startswith("cds_service.web") or n == "flask" for n in _imports(path)), (
+            path
+        )
