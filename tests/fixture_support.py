@@ -1,0 +1,103 @@
+"""Reading fixtures and classifying what a card suggests, from the emitted FHIR resources alone."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from fhir.resources.R4B import get_fhir_model_class
+
+ROOT = Path(__file__).resolve().parent.parent
+PATIENT_VIEW_FIXTURES = sorted((ROOT / "fixtures" / "patient-view").glob("*.json"))
+
+SNOMED = "http://snomed.info/sct"
+HCPCS = (
+    "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets",
+    "http://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets",
+)
+SERVICE_KEYS = {
+    "306170007": "PT_REFERRAL",
+    "306276006": "EMG_NCS",
+    "390906007": "FOLLOW_UP",
+    "308482002": "SURGICAL_REFERRAL",
+    "308481009": "SURGICAL_REFERRAL",
+}
+
+
+def load_fixture(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text("utf-8"))
+
+
+def codings(resource: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    concept = resource.get("code") or resource.get("codeCodeableConcept") or {}
+    yield from concept.get("coding", [])
+
+
+def suggestion_key(resource: dict[str, Any]) -> str:
+    """The scenario key of a suggested resource (clinical.md §3), read from its type and codes."""
+    if resource.get("resourceType") == "DeviceRequest":
+        if any(
+            c.get("system") in HCPCS and str(c.get("code", "")).startswith("L19")
+            for c in codings(resource)
+        ):
+            return "AFO"
+        return "OTHER_DEVICE"
+    if resource.get("resourceType") == "ServiceRequest":
+        if resource.get("priority") == "stat":
+            return "URGENT_EVAL"
+        for coding in codings(resource):
+            if coding.get("system") == SNOMED and coding.get("code") in SERVICE_KEYS:
+                return SERVICE_KEYS[coding["code"]]
+    return "OTHER"
+
+
+def suggested_resources(card: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        action["resource"]
+        for suggestion in card.get("suggestions", [])
+        for action in suggestion.get("actions", [])
+        if "resource" in action
+    ]
+
+
+def fhir_problems(resource: dict[str, Any]) -> str | None:
+    """None when ``resource`` validates against its fhir.resources R4B model, else the error."""
+    try:
+        get_fhir_model_class(resource["resourceType"]).model_validate(resource)
+    except Exception as error:  # pydantic's ValidationError and unknown resource types
+        return str(error)[:500]
+    return None
+
+
+def occurrence_date(resource: dict[str, Any]) -> str | None:
+    """The first date the order may be carried out (occurrenceDateTime or period start)."""
+    when = resource.get("occurrenceDateTime") or (resource.get("occurrencePeriod") or {}).get(
+        "start"
+    )
+    return when[:10] if when else None
+
+
+def check_outcome(fixture: dict[str, Any], body: dict[str, Any]) -> None:
+    """Assert the response body is the fixture's expected outcome, exactly."""
+    expected = fixture["expected"]
+    cards = body["cards"]
+    if not expected["card"]:
+        assert cards == [], f"expected no card, got {[c['summary'] for c in cards]}"
+        return
+    assert len(cards) == 1, f"expected one card, got {len(cards)}"
+    card = cards[0]
+    assert card["indicator"] == expected["indicator"], card["summary"]
+    resources = suggested_resources(card)
+    keys = sorted(suggestion_key(resource) for resource in resources)
+    assert keys == sorted(expected["suggestions"]), card["summary"]
+    for resource in resources:
+        problem = fhir_problems(resource)
+        assert problem is None, problem
+    if "emgNotBefore" in expected:
+        emg = [r for r in resources if suggestion_key(r) == "EMG_NCS"]
+        assert emg and occurrence_date(emg[0]) is not None
+        assert occurrence_date(emg[0]) >= expected["emgNotBefore"]
+    for phrase in expected.get("detailIncludes", []):
+        assert phrase.lower() in card.get("detail", "").lower(), phrase

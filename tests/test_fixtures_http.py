@@ -1,0 +1,52 @@
+"""Every clinical fixture, posted over real HTTP on loopback, gives exactly its expected outcome."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+import requests
+from pytest_httpserver import HTTPServer
+
+from tests.conftest import FOOTDROP, assert_valid_response
+from tests.fixture_support import PATIENT_VIEW_FIXTURES, check_outcome, load_fixture
+
+
+def test_there_are_at_least_25_fixtures_covering_the_twenty_scenarios():
+    """The fixture set holds the twenty situations of clinical.md §3 plus variants (≥ 25 in all)."""
+    fixtures = [load_fixture(path) for path in PATIENT_VIEW_FIXTURES]
+    assert len(fixtures) >= 25
+    assert {f["scenario"] for f in fixtures if "scenario" in f} == set(range(1, 21))
+
+
+@pytest.fixture(scope="module")
+def empty_fhir_server() -> Iterator[str]:
+    """A FHIR server on loopback that holds nothing more: every search is an empty Bundle."""
+    server = HTTPServer(host="127.0.0.1")
+    server.expect_request(re.compile(".*"), method="GET").respond_with_json(
+        {"resourceType": "Bundle", "type": "searchset", "total": 0},
+        content_type="application/fhir+json",
+    )
+    server.start()
+    yield server.url_for("/fhir")
+    server.clear()
+    server.stop()
+
+
+@pytest.mark.parametrize("path", PATIENT_VIEW_FIXTURES, ids=lambda path: path.stem)
+def test_fixture_over_http(path, module_live_server, module_clock, empty_fhir_server):
+    """The service answers the fixture's request with its expected card, indicator and orders.
+
+    Keys a fixture leaves out are fetched from a loopback FHIR server that has no more data.
+    """
+    fixture = load_fixture(path)
+    module_clock.set(fixture["evalTime"])
+    request = {**fixture["request"], "fhirServer": empty_fhir_server}
+    response = requests.post(
+        f"{module_live_server.url}/cds-services/{FOOTDROP}", json=request, timeout=10
+    )
+    assert response.status_code == 200, response.text[:500]
+    body = response.json()
+    assert_valid_response(body)
+    check_outcome(fixture, body)
