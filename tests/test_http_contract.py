@@ -320,3 +320,12 @@ def test_request_is_not_mutated_by_validation(client):
     first = _post(client, request).get_json()
     second = _post(client, request).get_json()
     assert request == before and first == second
+
+
+def test_prefetch_page_size_is_added_only_to_searches():
+    """Our own fetches ask for large pages; reads and explicit _count are left alone."""
+    from cds_service.domain.prefetch import with_page_size
+
+    assert with_page_size("Condition?patient=1", 200) == "Condition?patient=1&_count=200"
+    assert with_page_size("Condition?patient=1&_count=5", 200) == "Condition?patient=1&_count=5"
+    assert with_page_size("Patient/1", 200) == "Patient/1"

@@ -77,3 +77,16 @@ def has_next_page(value: Any) -> bool:
     if not isinstance(links, list):
         return False
     return any(isinstance(link, Mapping) and link.get("relation") == "next" for link in links)
+
+
+def with_page_size(query: str, count: int) -> str:
+    """``query`` asking for ``count`` results per page, unless it already sets ``_count``.
+
+    The service's own fetches ask for large pages so the page cap rarely cuts a patient's history.
+    """
+    if "?" not in query:
+        return query
+    path, _, parameters = query.partition("?")
+    if any(part.split("=", 1)[0] == "_count" for part in parameters.split("&")):
+        return query
+    return f"{path}?{parameters}&_count={count}"

@@ -53,6 +53,12 @@ def _authenticate() -> None:
         failure = ApiError(401, "unauthorized", ["a valid signed JWT bearer token is required"])
         failure.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
         raise failure from None
+    except Exception as error:  # the replay store (database) failed: we cannot vouch for the caller
+        log.error(
+            "authentication unavailable",
+            extra={"event": "auth", "error_class": type(error).__name__, "status": 503},
+        )
+        raise ApiError(503, "authentication unavailable", ["retry later"]) from None
 
 
 @bp.get("/cds-services")

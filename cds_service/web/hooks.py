@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from cds_service.domain.prefetch import plan_prefetch
+from cds_service.domain.prefetch import plan_prefetch, with_page_size
 from cds_service.domain.request import HookRequest
 from cds_service.domain.services import ServiceSpec
 from cds_service.web.errors import ApiError
 
 log = logging.getLogger("cds_service.hooks")
+
+FETCH_PAGE_SIZE = 200
 
 
 class Fetcher(Protocol):
@@ -74,13 +76,19 @@ class HookRunner:
             queries = {}
             for item in spec.prefetch:
                 if item.key in wanted:
-                    queries[item.key] = self._fill_template(item.query, request.context)
-            result = self._fetcher.fetch(request.fhir_server, request.access_token, queries)
-            for key, resources in result.resources.items():
-                gathered[key] = list(resources)
-                failures.pop(key, None)
-                fetched += 1
-            failures.update(result.failures)
+                    try:
+                        filled = self._fill_template(item.query, request.context)
+                    except ValueError:  # TemplateError: the context lacks a token's field
+                        failures[item.key] = "prefetch template cannot be filled from context"
+                        continue
+                    queries[item.key] = with_page_size(filled, FETCH_PAGE_SIZE)
+            if queries:
+                result = self._fetcher.fetch(request.fhir_server, request.access_token, queries)
+                for key, resources in result.resources.items():
+                    gathered[key] = list(resources)
+                    failures.pop(key, None)
+                    fetched += 1
+                failures.update(result.failures)
         elif wanted and not request.fhir_server:
             failures.update({key: f"{failures[key]} and no fhirServer given" for key in wanted})
         missing_required = sorted(

@@ -152,3 +152,17 @@ def test_audience_is_the_url_the_client_called_without_public_url(
         )
     dispose(app)
     assert ok.status_code == 200 and refused.status_code == 401
+
+
+def test_replay_store_down_is_503_not_500(secured, ec_key, monkeypatch):
+    """If the jti store cannot be written the call is refused with 503, never accepted unchecked."""
+    from sqlalchemy.exc import OperationalError
+
+    def database_down(*_args, **_kwargs):
+        raise OperationalError("INSERT", {}, Exception("database is locked"))
+
+    guard = secured.extensions["cds_runtime"].verifier._replay_guard
+    monkeypatch.setattr(guard, "claim", database_down)
+    response = post_hook(secured, minter().sign(ec_key))
+    assert response.status_code == 503
+    assert response.get_json()["error"] == "authentication unavailable"
