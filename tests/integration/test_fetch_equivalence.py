@@ -36,19 +36,22 @@ def test_fixture_gives_the_same_cards_by_fetch_as_by_prefetch(
     fixture = load_fixture(path)
     module_clock.set(fixture["evalTime"])
     url = f"{module_live_server.url}/cds-services/{FOOTDROP}"
-    by_prefetch = requests.post(url, json=fixture["request"], timeout=10)
+    clean_fhir_server.seed(seedable_resources(fixture))
+    prefetched = {
+        **fixture["request"],
+        "fhirServer": clean_fhir_server.base_url,
+        "fhirAuthorization": {
+            "access_token": clean_fhir_server.token,
+            "token_type": "Bearer",
+            "expires_in": 300,
+            "scope": "user/*.read",
+            "subject": "footdrop-cds",
+        },
+    }
+    by_prefetch = requests.post(url, json=prefetched, timeout=10)
     assert by_prefetch.status_code == 200, by_prefetch.text[:300]
 
-    clean_fhir_server.seed(seedable_resources(fixture))
-    request = {key: value for key, value in fixture["request"].items() if key != "prefetch"}
-    request["fhirServer"] = clean_fhir_server.base_url
-    request["fhirAuthorization"] = {
-        "access_token": clean_fhir_server.token,
-        "token_type": "Bearer",
-        "expires_in": 300,
-        "scope": "user/*.read",
-        "subject": "footdrop-cds",
-    }
+    request = {key: value for key, value in prefetched.items() if key != "prefetch"}
     by_fetch = requests.post(url, json=request, timeout=10)
     assert by_fetch.status_code == 200, by_fetch.text[:300]
     assert_valid_response(by_fetch.json())

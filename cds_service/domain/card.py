@@ -1,0 +1,607 @@
+"""R9: card text from the Markdown templates, and the draft FHIR resources of the suggestions.
+
+Every optional field is omitted rather than emitted empty (CDS Hooks §6); uuids are uuid5 of the
+hook instance and a stable key, so the same request always gives the same card.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from cds_service.domain.content import Content, OrderSpec
+from cds_service.domain.facts import Facts
+from cds_service.domain.fhirtime import fhir_date, fhir_datetime
+from cds_service.domain.plan import Plan
+from cds_service.domain.rules import Assessment, RedFlag, Trigger
+
+NAMESPACE = uuid.UUID("6f1c2a8e-3d4b-5e6f-8a9b-0c1d2e3f4a5b")
+SUMMARY_MAX = 139
+UCUM = "http://unitsofmeasure.org"
+_REQUESTER_TYPES = ("Practitioner/", "PractitionerRole/")
+_BLANKS = re.compile(r"\n{3,}")
+_DAY = timedelta(days=1)
+_ORDER_NAMES = {
+    "AFO": "Ankle-foot orthosis",
+    "PT_REFERRAL": "Physiotherapy",
+    "EMG_NCS": "EMG/NCS",
+    "FOLLOW_UP": "Follow-up",
+    "SURGICAL_EARLY": "Peripheral-nerve clinic referral",
+    "SURGICAL_DECISION": "Peripheral-nerve surgeon referral",
+    "TENDON_TRANSFER": "Orthopaedic (tendon transfer) referral",
+    "URGENT_NEUROSURGERY": "Same-day neurosurgical evaluation",
+    "URGENT_ORTHOPAEDIC": "Same-day surgical review",
+    "URGENT_NEUROLOGY": "Same-day neurology evaluation",
+}
+_SITE_WORDS = {
+    "gluteal": "gluteal",
+    "ventrogluteal": "ventrogluteal",
+    "vastus_lateralis": "thigh",
+    "thigh": "thigh",
+    "upper_limb": "arm",
+}
+
+
+def make_uuid(hook_instance: str, key: str) -> str:
+    return str(uuid.uuid5(NAMESPACE, f"{hook_instance}|{key}"))
+
+
+def _side_word(side: str | None) -> str:
+    return side if side in ("left", "right", "bilateral") else "affected"
+
+
+def _leg(side: str | None) -> str:
+    if side in ("left", "right"):
+        return f"{side} leg"
+    return "both legs" if side == "bilateral" else "affected leg"
+
+
+def age_years(birth: datetime | None, now: datetime) -> int | None:
+    if birth is None:
+        return None
+    return now.year - birth.year - ((now.month, now.day) < (birth.month, birth.day))
+
+
+def _is_child(facts: Facts, now: datetime, content: Content) -> bool:
+    age = age_years(facts.birth_date, now)
+    return age is not None and age < content.thresholds.child_age
+
+
+def _tidy(markdown: str) -> str:
+    lines = [line.rstrip() for line in markdown.strip().splitlines()]
+    return _BLANKS.sub("\n\n", "\n".join(lines)).strip()
+
+
+def _summary(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= SUMMARY_MAX else text[: SUMMARY_MAX - 1].rstrip() + "…"
+
+
+def _date(moment: datetime | None) -> str:
+    return f"{moment:%Y-%m-%d}" if moment else "date not recorded"
+
+
+def _onset_text(trig: Trigger) -> str:
+    if trig.lo is None:
+        return f"not recorded (first recorded by {trig.hi:%Y-%m-%d %H:%M} UTC)"
+    if trig.lo == trig.hi:
+        return f"{trig.hi:%Y-%m-%d %H:%M} UTC"
+    if trig.hi - trig.lo <= _DAY:
+        return f"{trig.lo:%Y-%m-%d}"
+    return f"between {trig.lo:%Y-%m-%d} and {trig.hi:%Y-%m-%d}"
+
+
+
+# --- FHIR resources ---------------------------------------------------------------------------
+
+
+def _coding(content: Content, spec: OrderSpec) -> dict[str, str]:
+    return {"system": content.codes.uri(spec.system), "code": spec.code, "display": spec.display}
+
+
+def build_resource(
+    content: Content,
+    spec: OrderSpec,
+    *,
+    context: Mapping[str, Any],
+    now: datetime,
+    intent: str,
+    reasons: Sequence[str],
+    values: Mapping[str, str],
+    child: bool,
+    occurrence: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A draft DeviceRequest / ServiceRequest for one suggestion."""
+    text_name = "text_child" if child and "text_child" in spec.texts else "text"
+    concept = {"coding": [_coding(content, spec)], "text": spec.render(text_name, **values)}
+    resource: dict[str, Any] = {"resourceType": spec.resource, "status": "draft", "intent": intent}
+    resource["priority"] = "stat" if spec.key == "URGENT_EVAL" else "routine"
+    if spec.resource == "DeviceRequest":
+        resource["codeCodeableConcept"] = concept
+    else:
+        resource["code"] = concept
+    patient_id = context.get("patientId")
+    resource["subject"] = {"reference": f"Patient/{patient_id}"}
+    encounter = context.get("encounterId")
+    if isinstance(encounter, str) and encounter:
+        resource["encounter"] = {"reference": f"Encounter/{encounter}"}
+    if occurrence:
+        resource.update(occurrence)
+    resource["authoredOn"] = fhir_datetime(now)
+    user = context.get("userId")
+    if isinstance(user, str) and user.startswith(_REQUESTER_TYPES) and "/" in user:
+        resource["requester"] = {"reference": user}
+    refs = [r for r in dict.fromkeys(reasons) if r]
+    if refs:
+        resource["reasonReference"] = [{"reference": r} for r in refs]
+    note = spec.render("note", **values)
+    if note:
+        resource["note"] = [{"text": note}]
+    instruction = spec.render("patient_instruction", **values)
+    if instruction and spec.resource == "ServiceRequest":
+        resource["patientInstruction"] = instruction
+    return resource
+
+
+def _pt_timing(spec: OrderSpec) -> dict[str, Any]:
+    t = spec.timing
+
+    def weeks(n: int) -> dict[str, Any]:
+        return {"value": n, "unit": "wk", "system": UCUM, "code": "wk"}
+
+    return {
+        "occurrenceTiming": {
+            "repeat": {
+                "boundsRange": {"low": weeks(t["weeks_min"]), "high": weeks(t["weeks_max"])},
+                "frequency": t["frequency"],
+                "frequencyMax": t["frequency_max"],
+                "period": t["period_weeks"],
+                "periodUnit": "wk",
+            }
+        }
+    }
+
+
+def _suggestion(
+    content: Content,
+    order_id: str,
+    *,
+    hook_instance: str,
+    resource: dict[str, Any],
+    values: Mapping[str, str],
+    central: bool = False,
+) -> dict[str, Any]:
+    spec = content.orders[order_id]
+    label_name = "label_central" if central and "label_central" in spec.texts else "label"
+    return {
+        "label": spec.render(label_name, **values),
+        "uuid": make_uuid(hook_instance, f"suggestion|{order_id}"),
+        "isRecommended": True,
+        "actions": [
+            {
+                "type": "create",
+                "description": spec.render("description", **values),
+                "resource": resource,
+            }
+        ],
+    }
+
+
+def _already_ordered(content: Content, plan: Plan) -> str:
+    lines = []
+    for item in plan.existing:
+        when = f" on {item.when:%Y-%m-%d}" if item.when else ""
+        status = f" ({item.status})" if item.status else ""
+        lines.append(
+            content.text(
+                "already-ordered",
+                order=f"{_ORDER_NAMES.get(item.what, item.what)} ({item.label})",
+                when=f"{when}{status}",
+            )
+        )
+    return "\n".join(lines)
+
+
+def _card(
+    content: Content,
+    *,
+    hook_instance: str,
+    summary: str,
+    detail: str,
+    indicator: str,
+    suggestions: list[dict[str, Any]],
+) -> dict[str, Any]:
+    card: dict[str, Any] = {
+        "uuid": make_uuid(hook_instance, "card"),
+        "summary": _summary(summary),
+        "detail": _tidy(detail),
+        "indicator": indicator,
+        "source": {k: v for k, v in content.source.items() if v},
+    }
+    if suggestions:
+        card["suggestions"] = suggestions
+        card["selectionBehavior"] = "any"
+    if content.override_reasons:
+        card["overrideReasons"] = [dict(r) for r in content.override_reasons]
+    if content.links:
+        card["links"] = [dict(link) for link in content.links]
+    return card
+
+
+# --- the injection and foot-drop words --------------------------------------------------------
+
+
+def _injection_words(a: Assessment) -> str:
+    inj = a.injection
+    parts = []
+    if inj.site_side in ("left", "right"):
+        parts.append(inj.site_side)
+    if inj.site_class in _SITE_WORDS:
+        parts.append(_SITE_WORDS[inj.site_class])
+    noun = "IM vaccination" if inj.kind == "Immunization" else "IM injection"
+    return " ".join([*parts, noun])
+
+
+def _timing_words(a: Assessment) -> str:
+    trig, inj = a.trigger, a.injection
+    if a.timing_class == "uncertain":
+        return f"first recorded {max(a.delta.days, 0)} days after"
+    if trig.lo == trig.hi and not inj.day_only:
+        hours = a.delta.total_seconds() / 3600
+        if hours < 1:
+            return "within 1 h of"
+        if hours < 48:
+            return f"{round(hours)} h after"
+        return f"{a.delta.days} days after"
+    days = ((trig.lo or trig.hi).date() - inj.time.date()).days
+    if days <= 0:
+        return "on the day of"
+    return "1 day after" if days == 1 else f"{days} days after"
+
+
+def _foot_drop_words(side: str | None) -> str:
+    if side in ("left", "right"):
+        return f"{side.capitalize()} foot drop"
+    if side == "bilateral":
+        return "Bilateral foot drop"
+    return "Foot drop (side not documented)"
+
+
+def _timing_class_phrase(content: Content, a: Assessment) -> str:
+    days = max(a.delta.days, 0)
+    if a.timing_class == "immediate":
+        return content.phrase("class-immediate", hours=round(a.delta.total_seconds() / 3600))
+    return content.phrase(f"class-{a.timing_class}", days=days)
+
+
+def _severity(content: Content, grade: int) -> str:
+    if grade <= 1:
+        return content.phrase("severity-severe")
+    if grade <= 3:
+        return content.phrase("severity-moderate")
+    if grade == 4:
+        return content.phrase("severity-mild")
+    return content.phrase("severity-normal")
+
+
+def _injection_evidence(content: Content, a: Assessment) -> str:
+    inj = a.injection
+    return content.text(
+        "evidence-injection",
+        injection=inj.label,
+        date=f"{inj.time:%Y-%m-%d}" if inj.day_only else f"{inj.time:%Y-%m-%d %H:%M} UTC",
+        drug=f" ({inj.drug})" if inj.drug and inj.drug != inj.label else "",
+        site=inj.site_label or "not documented",
+        side=inj.site_side or "not documented",
+        im_evidence=content.phrase(f"im-{inj.evidence}"),
+    )
+
+
+# --- attribution card -------------------------------------------------------------------------
+
+
+def attribution_card(
+    content: Content,
+    facts: Facts,
+    a: Assessment,
+    plan: Plan,
+    *,
+    context: Mapping[str, Any],
+    now: datetime,
+    hook_instance: str,
+    intent: str,
+) -> dict[str, Any]:
+    child = _is_child(facts, now, content)
+    side = a.trigger.side
+    central = a.lead == "central"
+    cause_names = [content.phrase(f"cause-{c.group}") for c in a.competing]
+    cause = ", ".join(dict.fromkeys(cause_names))
+    # summary
+    words = {
+        "foot_drop": _foot_drop_words(side),
+        "timing": _timing_words(a),
+        "injection": _injection_words(a),
+    }
+    if a.indicator == "warning":
+        summary = content.text("summary-warning", **words)
+    else:
+        reason = (
+            content.phrase("cap-competing", cause=cause)
+            if "cap-competing" in a.caps
+            else content.phrase(a.caps[0])
+            if a.caps
+            else content.phrase("cap-delayed")
+        )
+        summary = content.text("summary-info", reason=reason, **words)
+    # assessment
+    timing_class = _timing_class_phrase(content, a)
+    if a.indicator == "warning":
+        assessment = content.text("assessment-warning", timing_class=timing_class)
+    else:
+        reasons = "; ".join(
+            content.phrase("cap-competing", cause=cause) if cap == "cap-competing" else content.phrase(cap)
+            for cap in a.caps
+        )
+        assessment = content.text("assessment-info", timing_class=timing_class, reasons=reasons)
+    # evidence
+    evidence = [
+        _injection_evidence(content, a),
+        content.text(
+            "evidence-trigger",
+            condition=a.trigger.label,
+            side=side or "not documented",
+            onset=_onset_text(a.trigger),
+        ),
+    ]
+    evidence += [
+        content.text("evidence-competing", condition=c.label, onset=_date(c.onset))
+        for c in a.competing
+    ]
+    evidence += [content.text("evidence-anticoagulation", what=w) for w in a.anticoagulation]
+    context_labels = [
+        c.label
+        for c in facts.conditions
+        if not c.refuted and "context-finding" in c.valuesets and c.ref != a.trigger.ref
+    ]
+    evidence += [content.text("evidence-supporting", condition=label) for label in context_labels]
+    grades = plan.grades
+    if grades:
+        latest = grades[-1]
+        evidence.append(
+            content.text(
+                "evidence-mrc",
+                grade=latest.grade,
+                date=f"{latest.time:%Y-%m-%d}",
+                severity=_severity(content, latest.grade),
+            )
+        )
+    # plan
+    t = content.thresholds
+    follow_from = (now + t.follow_up_from).date()
+    follow_to = (now + t.follow_up_to).date()
+    plan_lines = [content.text("plan-afo"), content.text("plan-pt")]
+    if central:
+        plan_lines.append(content.text("plan-emg-central", not_before=plan.emg_not_before))
+    else:
+        plan_lines.append(
+            content.text(
+                "plan-emg",
+                not_before=plan.emg_not_before,
+                emg_days=t.emg_not_before.days,
+                anchor=f"{a.anchor:%Y-%m-%d}",
+            )
+        )
+    plan_lines.append(content.text("plan-follow-up", **{"from": follow_from, "to": follow_to}))
+    elapsed_days = (now - a.anchor).days
+    if plan.stage == "SURGICAL_EARLY":
+        plan_lines.append(content.text("plan-escalation-early"))
+    elif plan.stage == "SURGICAL_DECISION":
+        plan_lines.append(content.text("plan-escalation-decision", days=elapsed_days))
+    elif plan.stage == "TENDON_TRANSFER":
+        plan_lines.append(content.text("plan-escalation-tendon", days=elapsed_days))
+    else:
+        plan_lines.append(content.text("plan-escalation-future"))
+    if central:
+        plan_lines = [plan_lines[2], *plan_lines[:2], *plan_lines[3:]]
+    elif a.lead == "emg":
+        plan_lines = [plan_lines[2], *plan_lines[:2], *plan_lines[3:]]
+    # notes
+    notes = [content.text(name) for name in a.notes if name not in _NOTES_WITH_VALUES]
+    if a.trigger.verification and "note-provisional-trigger" in a.notes:
+        notes.append(content.text("note-provisional-trigger", status=a.trigger.verification))
+    notes += [content.text("note-link", condition=label) for label in a.link if "note-link" in a.notes]
+    notes += [
+        content.text("note-radiating-pain", condition=label)
+        for label in a.radiating
+        if "note-radiating-pain" in a.notes
+    ]
+    notes += [content.text(name, condition=label) for name, label in a.named]
+    notes += [content.text("note-ankle-brace", device=o.label) for o in plan.ankle_braces]
+    notes += [
+        content.text("note-baseline-study", date=_date(o.occurrence or o.authored), emg_days=t.emg_not_before.days)
+        for o in plan.baseline_studies
+    ]
+    if grades and grades[-1].grade <= 2:
+        notes.append(content.text("note-poor-prognosis"))
+    if child:
+        notes.append(content.text("note-child"))
+    notes.append(content.text("note-every-card"))
+    notes.append(content.text("note-not-supported"))
+    lead = ""
+    if central:
+        lead = content.text("lead-central", cause=cause[:1].upper() + cause[1:])
+    elif a.lead == "emg":
+        lead = content.text("lead-emg", cause=cause[:1].upper() + cause[1:])
+    detail = content.text(
+        "detail",
+        lead=lead,
+        assessment=assessment,
+        evidence="\n".join(evidence),
+        plan="\n".join(plan_lines),
+        already_ordered=_already_ordered(content, plan),
+        notes="\n".join(dict.fromkeys(notes)),
+    )
+    # suggestions
+    values = {
+        "side": _side_word(side),
+        "leg": _leg(side),
+        "not_before": f"{plan.emg_not_before}",
+        "from": f"{follow_from}",
+        "to": f"{follow_to}",
+    }
+    suggestions = []
+    for order_id in plan.suggest:
+        spec = content.orders[order_id]
+        occurrence: dict[str, Any] | None = None
+        if order_id == "PT_REFERRAL":
+            occurrence = _pt_timing(spec)
+        elif order_id == "EMG_NCS":
+            occurrence = {"occurrenceDateTime": fhir_date(plan.emg_date or now)}
+        elif order_id == "FOLLOW_UP":
+            occurrence = {"occurrencePeriod": {"start": fhir_date(follow_from), "end": fhir_date(follow_to)}}
+        resource = build_resource(
+            content,
+            spec,
+            context=context,
+            now=now,
+            intent=intent,
+            reasons=[a.trigger.ref],
+            values=values,
+            child=child,
+            occurrence=occurrence,
+        )
+        suggestions.append(
+            _suggestion(
+                content,
+                order_id,
+                hook_instance=hook_instance,
+                resource=resource,
+                values=values,
+                central=central and order_id == "EMG_NCS",
+            )
+        )
+    return _card(
+        content,
+        hook_instance=hook_instance,
+        summary=summary,
+        detail=detail,
+        indicator=a.indicator,
+        suggestions=suggestions,
+    )
+
+
+_NOTES_WITH_VALUES = frozenset({"note-provisional-trigger", "note-link", "note-radiating-pain"})
+
+
+# --- red-flag card ----------------------------------------------------------------------------
+
+
+def red_flag_card(
+    content: Content,
+    facts: Facts,
+    flags: Sequence[RedFlag],
+    gate: Sequence[tuple[Trigger, Any]],
+    plan: Plan,
+    *,
+    context: Mapping[str, Any],
+    now: datetime,
+    hook_instance: str,
+    intent: str,
+) -> dict[str, Any]:
+    child = _is_child(facts, now, content)
+    names = list(dict.fromkeys(content.phrase(f"flag-{f.kind}") for f in flags))
+    flags_text = " and ".join(names)
+    trig, inj = gate[0]
+    side = trig.side
+    evidence = []
+    for f in flags:
+        evidence.append(
+            content.text(
+                "evidence-red-flag",
+                flag=content.phrase(f"flag-{f.kind}"),
+                condition="; ".join(f.labels),
+                onset=_date(f.onset),
+            )
+        )
+    evidence.append(
+        content.text(
+            "evidence-trigger",
+            condition=trig.label,
+            side=side or "not documented",
+            onset=_onset_text(trig),
+        )
+    )
+    injections = list(dict.fromkeys(i for _, i in gate))
+    for i in injections[:3]:
+        evidence.append(
+            content.text(
+                "evidence-injection",
+                injection=i.label,
+                date=f"{i.time:%Y-%m-%d}" if i.day_only else f"{i.time:%Y-%m-%d %H:%M} UTC",
+                drug=f" ({i.drug})" if i.drug and i.drug != i.label else "",
+                site=i.site_label or "not documented",
+                side=i.site_side or "not documented",
+                im_evidence=content.phrase(f"im-{i.evidence}"),
+            )
+        )
+    anticoagulated = [
+        c.label for c in facts.conditions if "anticoagulation" in c.valuesets and c.current
+    ] + [drug for _, drug in facts.anticoagulant_times]
+    evidence += [content.text("evidence-anticoagulation", what=w) for w in anticoagulated[:3]]
+    why = "\n".join(dict.fromkeys(content.text(f"why-{f.kind}") for f in flags))
+    values = {"side": _side_word(side), "leg": _leg(side), "not_before": "", "from": "", "to": ""}
+    plan_lines = []
+    suggestions = []
+    for order_id in plan.suggest:
+        spec = content.orders[order_id]
+        reasons = [trig.ref]
+        for f in flags:
+            if f.order == order_id:
+                reasons += list(f.evidence)
+        text_name = "text_child" if child and "text_child" in spec.texts else "text"
+        plan_lines.append(
+            content.text(
+                "plan-urgent",
+                label=spec.render("label", **values),
+                text=spec.render(text_name, **values),
+                note=spec.render("note", **values) or "",
+            )
+        )
+        resource = build_resource(
+            content,
+            spec,
+            context=context,
+            now=now,
+            intent=intent,
+            reasons=reasons,
+            values=values,
+            child=child,
+            occurrence={"occurrenceDateTime": fhir_date(now)},
+        )
+        suggestions.append(
+            _suggestion(content, order_id, hook_instance=hook_instance, resource=resource, values=values)
+        )
+    notes = []
+    if child:
+        notes.append(content.text("note-child"))
+    notes.append(content.text("note-every-card"))
+    detail = content.text(
+        "detail-critical",
+        flags=flags_text,
+        why=why,
+        evidence="\n".join(evidence),
+        plan="\n".join(plan_lines) or "-",
+        already_ordered=_already_ordered(content, plan),
+        notes="\n".join(notes),
+    )
+    return _card(
+        content,
+        hook_instance=hook_instance,
+        summary=content.text("summary-critical", flags=flags_text),
+        detail=detail,
+        indicator="critical",
+        suggestions=suggestions,
+    )

@@ -1,0 +1,103 @@
+"""The clinical decision engine: one patient-view request in, at most one card out.
+
+``evaluate_patient_view`` is the only entry point the web layer calls. It is pure (``now`` and the
+content are passed in), dispatches on ``resourceType`` (never on the prefetch key), and never raises
+on malformed input: a resource it cannot read is skipped and counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from cds_service.domain.card import attribution_card, red_flag_card
+from cds_service.domain.content import Content
+from cds_service.domain.facts import extract_facts
+from cds_service.domain.plan import plan_attribution, plan_red_flags
+from cds_service.domain.rules import (
+    best_assessment,
+    condition_triggers,
+    find_red_flags,
+    observation_triggers,
+)
+
+__all__ = ["Evaluation", "Policy", "evaluate_patient_view"]
+
+ORDER_INTENTS = frozenset({"proposal", "order"})
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Local ordering policy (settings ``CDS_ORDER_INTENT``)."""
+
+    order_intent: str = "proposal"  # "proposal" | "order"
+
+    def __post_init__(self) -> None:
+        if self.order_intent not in ORDER_INTENTS:
+            raise ValueError(f"order_intent must be one of {sorted(ORDER_INTENTS)}")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    cards: list[dict[str, Any]]  # JSON-ready CDS Hooks 2.0 cards (0 or 1 for patient-view)
+    resources_read: int
+    resources_skipped: int  # malformed resources: skipped and counted, never fatal
+
+
+def evaluate_patient_view(
+    context: Mapping[str, Any],
+    resources: Sequence[Mapping[str, Any]],
+    content: Content,
+    now: datetime,
+    hook_instance: str,
+    policy: Policy = Policy(),  # noqa: B008 - frozen, immutable default
+) -> Evaluation:
+    """Run R0-R9 over the flattened prefetch resources and build the card (if any)."""
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=UTC)
+    now = now.astimezone(UTC)
+    patient_id = context.get("patientId")
+    patient_id = patient_id if isinstance(patient_id, str) else ""
+    facts = extract_facts(resources if resources is not None else (), content, patient_id, now)
+    t = content.thresholds
+    cards: list[dict[str, Any]] = []
+    triggers = condition_triggers(facts, now)
+    if triggers or facts.findings or facts.grades:
+        obs: list = []
+        for inj in facts.injections:
+            obs += observation_triggers(facts, triggers, inj, t)
+        flags, gate = find_red_flags(facts, triggers, obs, t)
+        if flags:
+            plan = plan_red_flags(facts, flags, now, t)
+            cards.append(
+                red_flag_card(
+                    content,
+                    facts,
+                    flags,
+                    gate,
+                    plan,
+                    context=context,
+                    now=now,
+                    hook_instance=hook_instance,
+                    intent=policy.order_intent,
+                )
+            )
+        else:
+            assessment = best_assessment(facts, triggers, t)
+            if assessment is not None:
+                plan = plan_attribution(facts, assessment, now, t)
+                cards.append(
+                    attribution_card(
+                        content,
+                        facts,
+                        assessment,
+                        plan,
+                        context=context,
+                        now=now,
+                        hook_instance=hook_instance,
+                        intent=policy.order_intent,
+                    )
+                )
+    return Evaluation(cards=cards, resources_read=facts.read, resources_skipped=facts.skipped)

@@ -1,0 +1,721 @@
+"""Plain FHIR JSON -> the few small facts the rules read.
+
+Dispatch is on ``resourceType``. A resource is rejected as early as possible (a code look-up in the
+value-set index) before any date is parsed, so a prefetch full of vital signs and unrelated
+diagnoses costs little. A resource that is not a JSON object, or whose relevant fields are malformed,
+is skipped and counted; nothing here raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from cds_service.domain.codes import CodeIndex, Match, concept_side
+from cds_service.domain.content import Content
+from cds_service.domain.fhirtime import parse_interval, period_interval
+
+CONDITION_SETS = frozenset(
+    {
+        "footdrop-trigger",
+        "link-code",
+        "context-finding",
+        "radiating-pain",
+        "anticoagulation",
+        "competing-radicular",
+        "competing-hip",
+        "competing-stroke",
+        "stroke-sequela",
+        "competing-gbs",
+        "polyneuropathy",
+        "diabetic-mononeuropathy",
+        "competing-mnd",
+        "competing-ms",
+        "competing-local-trauma",
+        "red-flag-cauda-equina",
+        "red-flag-compartment",
+        "red-flag-haematoma",
+    }
+)
+PROCEDURE_SETS = frozenset(
+    {"procedure-im", "procedure-injection-cpt", "procedure-subcutaneous", "competing-hip", "emg-study"}
+)
+SERVICE_REQUEST_SETS = frozenset(
+    {
+        "pt-existing",
+        "emg-referral-existing",
+        "emg-study",
+        "follow-up-existing",
+        "nerve-surgery-existing",
+        "orthopaedic-existing",
+        "neurology-existing",
+    }
+)
+OBSERVATION_SETS = frozenset({"footdrop-finding", "mrc-dorsiflexion"})
+DEVICE_SETS = frozenset({"afo-existing", "ankle-brace"})
+ROUTE_SETS = frozenset({"route-im", "route-non-im"})
+SITE_SETS = frozenset({"injection-site"})
+SIDE_SETS = frozenset({"body-laterality"})
+UNCERTAIN_VERIFICATION = frozenset({"unconfirmed", "provisional", "differential"})
+CURRENT_CLINICAL = frozenset({"active", "recurrence", "relapse"})
+FINAL_OBSERVATION = frozenset({"final", "amended", "corrected"})
+ROUTE_SYSTEMS = frozenset({"snomed", "v3-route"})
+
+
+# --- facts ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionFact:
+    ref: str
+    label: str
+    matches: tuple[Match, ...]
+    valuesets: frozenset[str]
+    clinical: str | None
+    verification: str | None
+    current: bool  # R0: active/recurrence/relapse, or no clinicalStatus and no abatement
+    refuted: bool  # refuted or entered-in-error
+    onset_lo: datetime | None  # earliest possible onset (R4); None = unknown
+    onset_hi: datetime | None  # latest possible onset (onset, else recordedDate); None = unknown
+    has_onset: bool  # onset[x] gave a date (not only recordedDate)
+    side: str | None
+    site_text: str  # bodySite displays/text and code text, lower case (haematoma site)
+    has_site: bool
+    evidence_refs: frozenset[str]
+
+    def in_set(self, name: str) -> list[Match]:
+        return [m for m in self.matches if m.entry.valueset == name]
+
+
+@dataclass(frozen=True, slots=True)
+class InjectionFact:
+    ref: str
+    kind: str  # Procedure | MedicationAdministration | Immunization
+    time: datetime
+    day_only: bool
+    evidence: str  # "definite" | "probable"
+    site_class: str | None  # None = missing / unrecognised
+    site_side: str | None
+    site_label: str | None
+    drug: str | None
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class GradeFact:
+    ref: str
+    time: datetime
+    grade: int
+    side: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class FindingFact:
+    """A foot-drop finding recorded as an Observation (present)."""
+
+    ref: str
+    time: datetime
+    side: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class OrderFact:
+    """An existing DeviceRequest, ServiceRequest or EMG/NCS Procedure."""
+
+    ref: str
+    resource: str
+    valuesets: frozenset[str]
+    status: str | None
+    priority: str | None
+    authored: datetime | None
+    occurrence: datetime | None
+    label: str
+    text_afo: bool = False  # DeviceRequest text says AFO without an ankle-brace code
+
+
+@dataclass(frozen=True, slots=True)
+class AppointmentFact:
+    ref: str
+    status: str | None
+    start: datetime | None
+    follow_up: bool
+    reason_refs: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class HipProcedureFact:
+    ref: str
+    time: datetime
+    side: str | None
+    label: str
+
+
+@dataclass
+class Facts:
+    """Everything extracted from one prefetch."""
+
+    birth_date: datetime | None = None
+    conditions: list[ConditionFact] = field(default_factory=list)
+    injections: list[InjectionFact] = field(default_factory=list)
+    not_im: list[str] = field(default_factory=list)
+    grades: list[GradeFact] = field(default_factory=list)
+    findings: list[FindingFact] = field(default_factory=list)
+    orders: list[OrderFact] = field(default_factory=list)
+    appointments: list[AppointmentFact] = field(default_factory=list)
+    hip_procedures: list[HipProcedureFact] = field(default_factory=list)
+    anticoagulant_times: list[tuple[datetime, str]] = field(default_factory=list)
+    read: int = 0
+    skipped: int = 0
+
+
+class MalformedError(Exception):
+    """A relevant resource whose fields cannot be read (skipped and counted)."""
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _status_code(concept: object) -> str | None:
+    """First coding's code of a status CodeableConcept (Condition.clinicalStatus etc.)."""
+    if not isinstance(concept, Mapping):
+        return None
+    for coding in concept.get("coding") or ():
+        if isinstance(coding, Mapping) and isinstance(coding.get("code"), str):
+            return coding["code"]
+    return None
+
+
+def _concept_text(concept: object, matches: Sequence[Match] = ()) -> str:
+    if isinstance(concept, Mapping):
+        text = concept.get("text")
+        if isinstance(text, str) and text.strip():
+            return text.strip()
+        for coding in concept.get("coding") or ():
+            if isinstance(coding, Mapping) and isinstance(coding.get("display"), str):
+                return coding["display"]
+    return matches[0].display if matches else ""
+
+
+def _label(concept: object, matches: Sequence[Match]) -> str:
+    """Human label of a coded concept, e.g. "Foot drop, left foot (M21.372)"."""
+    if matches:
+        m = matches[0]
+        return f"{m.display} ({m.code})"
+    return _concept_text(concept) or "unnamed"
+
+
+def _concepts(value: object) -> Iterable[Mapping[str, object]]:
+    if isinstance(value, Mapping):
+        yield value
+    elif isinstance(value, list):
+        for item in value:
+            if isinstance(item, Mapping):
+                yield item
+
+
+def _side_of_sites(codes: CodeIndex, value: object) -> tuple[str | None, bool, str]:
+    """Side from bodySite concept(s): (side, any site recorded, lower-case site text).
+
+    Left and right foot on one record make it bilateral; a bilateral qualifier too.
+    """
+    sides: set[str] = set()
+    has_site = False
+    text_parts: list[str] = []
+    for concept in _concepts(value):
+        has_site = True
+        text_parts.append(_concept_text(concept).lower())
+        for match in codes.match_concept(concept, SIDE_SETS):
+            if match.entry.laterality:
+                sides.add(match.entry.laterality)
+    if "bilateral" in sides or {"left", "right"} <= sides:
+        return "bilateral", has_site, " ".join(text_parts)
+    return (sides.pop() if sides else None), has_site, " ".join(text_parts)
+
+
+def _ref(resource: Mapping[str, object]) -> str:
+    rid = resource.get("id")
+    return f"{resource['resourceType']}/{rid}" if isinstance(rid, str) and rid else ""
+
+
+def _refs(items: object) -> frozenset[str]:
+    out: set[str] = set()
+    for item in items if isinstance(items, list) else ():
+        if isinstance(item, Mapping) and isinstance(item.get("reference"), str):
+            out.add(item["reference"])
+    return frozenset(out)
+
+
+def _other_patient(resource: Mapping[str, object], key: str, patient_id: str) -> bool:
+    subject = resource.get(key)
+    if not isinstance(subject, Mapping):
+        return False
+    ref = subject.get("reference")
+    if not isinstance(ref, str) or "Patient/" not in ref:
+        return False
+    return ref.rsplit("Patient/", 1)[1].split("/", 1)[0] != patient_id
+
+
+# --- per resource type ------------------------------------------------------------------------
+
+
+class _Extractor:
+    def __init__(self, content: Content, patient_id: str, now: datetime) -> None:
+        self.codes = content.codes
+        self.content = content
+        self.patient_id = patient_id
+        self.now = now
+        self.oldest = now - content.thresholds.lookback
+        self.facts = Facts()
+        self.seen: set[tuple[str, str]] = set()
+        self.ma_im_procedures: set[str] = set()
+        self.cpt_procedures: list[tuple[Mapping[str, object], str]] = []
+
+    def add(self, resource: object) -> None:
+        if not isinstance(resource, Mapping):
+            self.facts.skipped += 1
+            return
+        rtype = resource.get("resourceType")
+        if not isinstance(rtype, str):
+            self.facts.skipped += 1
+            return
+        rid = resource.get("id")
+        if isinstance(rid, str):
+            key = (rtype, rid)
+            if key in self.seen:
+                return  # the same resource from two prefetch keys
+            self.seen.add(key)
+        self.facts.read += 1
+        handler = self._handlers.get(rtype)
+        if handler is None:
+            return
+        try:
+            handler(self, resource)
+        except (MalformedError, AttributeError, TypeError, ValueError, KeyError, IndexError):
+            self.facts.read -= 1
+            self.facts.skipped += 1
+
+    # Patient ------------------------------------------------------------------------------
+    def patient(self, r: Mapping[str, object]) -> None:
+        rid = r.get("id")
+        if isinstance(rid, str) and rid != self.patient_id:
+            return
+        birth = parse_interval(r.get("birthDate"))
+        if birth is not None:
+            self.facts.birth_date = birth[0]
+
+    # Condition ----------------------------------------------------------------------------
+    def condition(self, r: Mapping[str, object]) -> None:
+        code = r.get("code")
+        matches = self.codes.match_concept(code, CONDITION_SETS)
+        if not matches or _other_patient(r, "subject", self.patient_id):
+            return
+        verification = _status_code(r.get("verificationStatus"))
+        clinical = _status_code(r.get("clinicalStatus"))
+        abated = any(
+            r.get(k) is not None
+            for k in (
+                "abatementDateTime",
+                "abatementAge",
+                "abatementPeriod",
+                "abatementRange",
+                "abatementString",
+                "abatementBoolean",
+            )
+        )
+        if r.get("abatementBoolean") is False:
+            abated = False
+        refuted = verification in ("refuted", "entered-in-error") or clinical == "entered-in-error"
+        current = not refuted and (
+            clinical in CURRENT_CLINICAL if clinical is not None else not abated
+        )
+        if clinical in CURRENT_CLINICAL and abated:
+            current = False  # con-4: an abatement means the condition is not current
+        lo: datetime | None = None
+        hi: datetime | None = None
+        has_onset = False
+        if "onsetDateTime" in r:
+            onset = parse_interval(r.get("onsetDateTime"))
+            if onset is not None:
+                lo, hi = onset
+                has_onset = True
+        elif "onsetPeriod" in r:
+            period = period_interval(r.get("onsetPeriod"))
+            if period is not None:
+                start, end = period
+                if start is not None and end is None:
+                    lo, hi = start, start
+                else:
+                    lo, hi = start, end
+                has_onset = hi is not None
+        if hi is None:
+            recorded = parse_interval(r.get("recordedDate"))
+            lo = None
+            hi = recorded[1] if recorded else None
+            has_onset = False
+        code_side = concept_side(matches)
+        conflicts = len({m.entry.laterality for m in matches if m.entry.laterality}) > 1
+        body_side, has_site, site_text = _side_of_sites(self.codes, r.get("bodySite"))
+        if conflicts or (code_side and body_side and code_side != body_side):
+            side = None  # conflicting sides inside one record: never pick one (R5)
+        else:
+            side = code_side or body_side
+        evidence: set[str] = set()
+        for item in r.get("evidence") or ():
+            if isinstance(item, Mapping):
+                evidence |= _refs(item.get("detail"))
+        self.facts.conditions.append(
+            ConditionFact(
+                ref=_ref(r),
+                label=_label(code, matches),
+                matches=tuple(matches),
+                valuesets=frozenset(m.entry.valueset for m in matches),
+                clinical=clinical,
+                verification=verification,
+                current=current,
+                refuted=refuted,
+                onset_lo=lo,
+                onset_hi=hi,
+                has_onset=has_onset,
+                side=side,
+                site_text=site_text + " " + _concept_text(code).lower(),
+                has_site=has_site,
+                evidence_refs=frozenset(evidence),
+            )
+        )
+
+    # Observation --------------------------------------------------------------------------
+    def observation(self, r: Mapping[str, object]) -> None:
+        code = r.get("code")
+        matches = self.codes.match_concept(code, OBSERVATION_SETS)
+        if not matches or _other_patient(r, "subject", self.patient_id):
+            return
+        if r.get("status") not in FINAL_OBSERVATION:
+            return
+        time = self._observation_time(r)
+        if time is None:
+            raise MalformedError("observation without a time")
+        side, _, _ = _side_of_sites(self.codes, r.get("bodySite"))
+        sets = {m.entry.valueset for m in matches}
+        if "mrc-dorsiflexion" in sets:
+            grade = r.get("valueInteger")
+            if isinstance(grade, bool) or not isinstance(grade, int) or not 0 <= grade <= 5:
+                raise MalformedError("MRC grade must be an integer 0-5")
+            if time >= self.oldest:
+                self.facts.grades.append(GradeFact(_ref(r), time, grade, side))
+            return
+        if r.get("dataAbsentReason") is not None:
+            return
+        value_keys = [k for k in r if k.startswith("value")]
+        if not value_keys:
+            present = True
+        elif value_keys == ["valueBoolean"]:
+            present = r.get("valueBoolean") is True
+        elif value_keys == ["valueCodeableConcept"]:
+            found = {
+                m.entry.valueset
+                for m in self.codes.match_concept(
+                    r.get("valueCodeableConcept"), frozenset({"finding-present", "finding-absent"})
+                )
+            }
+            present = found == {"finding-present"}
+        else:
+            present = False
+        if present and time >= self.oldest:
+            self.facts.findings.append(FindingFact(_ref(r), time, side))
+
+    @staticmethod
+    def _observation_time(r: Mapping[str, object]) -> datetime | None:
+        if "effectiveDateTime" in r:
+            value = parse_interval(r.get("effectiveDateTime"))
+            return value[1] if value and value[0] != value[1] else (value[0] if value else None)
+        period = period_interval(r.get("effectivePeriod"))
+        if period is not None:
+            return period[1] or period[0]
+        issued = parse_interval(r.get("issued"))
+        return issued[0] if issued else None
+
+    # Injections ---------------------------------------------------------------------------
+    def _site(self, value: object) -> tuple[str | None, str | None, str | None]:
+        for concept in _concepts(value):
+            for match in self.codes.match_concept(concept, SITE_SETS):
+                return match.entry.site_class, match.entry.laterality, match.display
+            text = _concept_text(concept)
+            return None, None, text or None
+        return None, None, None
+
+    def _route(self, route: object) -> str | None:
+        """'im', 'not-im' or None (no coded route)."""
+        if not isinstance(route, Mapping):
+            return None
+        matches = self.codes.match_concept(route, ROUTE_SETS)
+        if any(m.entry.valueset == "route-im" for m in matches):
+            return "im"
+        if matches:
+            return "not-im"
+        for coding in route.get("coding") or ():
+            if isinstance(coding, Mapping) and self.codes.alias(coding.get("system")) in ROUTE_SYSTEMS:
+                return "not-im"  # a coded route that is not intramuscular
+        return None
+
+    @staticmethod
+    def _says_im(*texts: object) -> bool:
+        for text in texts:
+            if isinstance(text, str):
+                low = text.lower()
+                if "intramuscular" in low:
+                    return True
+                words = low.replace(",", " ").replace(".", " ").replace("/", " ").split()
+                if "im" in words:
+                    return True
+        return False
+
+    def _anticoagulant(self, r: Mapping[str, object], drug: str | None, time: datetime) -> None:
+        if drug:
+            low = drug.lower()
+            for name in self.content.anticoagulant_names:
+                if name in low:
+                    self.facts.anticoagulant_times.append((time, drug))
+                    return
+
+    def _injection(
+        self,
+        r: Mapping[str, object],
+        kind: str,
+        when: tuple[datetime, datetime] | None,
+        route: object,
+        site: object,
+        drug: str | None,
+        route_text: tuple[object, ...],
+        label: str,
+    ) -> None:
+        if when is None:
+            raise MalformedError("injection without a time")
+        time, day_only = when[0], when[0] != when[1]
+        if time < self.oldest or time > self.now:
+            return
+        route_class = self._route(route)
+        site_class, site_side, site_label = self._site(site)
+        if route_class == "im":
+            evidence = "definite"
+        elif route_class == "not-im":
+            self.facts.not_im.append(_ref(r))
+            return
+        elif site_class in ("gluteal", "ventrogluteal") or self._says_im(*route_text):
+            evidence = "probable"
+        else:
+            self.facts.not_im.append(_ref(r))
+            return
+        self.facts.injections.append(
+            InjectionFact(
+                ref=_ref(r),
+                kind=kind,
+                time=time,
+                day_only=day_only,
+                evidence=evidence,
+                site_class=site_class,
+                site_side=site_side,
+                site_label=site_label,
+                drug=drug,
+                label=label,
+            )
+        )
+
+    def medication_administration(self, r: Mapping[str, object]) -> None:
+        if r.get("status") != "completed" or _other_patient(r, "subject", self.patient_id):
+            return
+        dosage = r.get("dosage")
+        dosage = dosage if isinstance(dosage, Mapping) else {}
+        medication = r.get("medicationCodeableConcept")
+        drug = _concept_text(medication) or None
+        if "effectiveDateTime" in r:
+            when = parse_interval(r.get("effectiveDateTime"))
+        else:
+            period = period_interval(r.get("effectivePeriod"))
+            when = (period[0], period[0]) if period and period[0] else None
+        if drug and self.content.anticoagulant_names and when is not None:
+            self._anticoagulant(r, drug, when[0])
+        route = dosage.get("route")
+        site = dosage.get("site")
+        if route is None and site is None and not self._says_im(dosage.get("text"), drug):
+            return  # an oral drug or an infusion: not an injection we can use
+        route_text = (
+            route.get("text") if isinstance(route, Mapping) else None,
+            dosage.get("text"),
+        )
+        for part in r.get("partOf") or ():
+            if isinstance(part, Mapping) and isinstance(part.get("reference"), str):
+                if self._route(route) == "im":
+                    self.ma_im_procedures.add(part["reference"])
+        self._injection(r, "MedicationAdministration", when, route, site, drug, route_text,
+                        drug or "Medication administration")
+
+    def immunization(self, r: Mapping[str, object]) -> None:
+        if r.get("status") != "completed" or _other_patient(r, "patient", self.patient_id):
+            return
+        vaccine = _concept_text(r.get("vaccineCode")) or None
+        route = r.get("route")
+        route_text = (route.get("text") if isinstance(route, Mapping) else None,)
+        when = parse_interval(r.get("occurrenceDateTime"))
+        self._injection(r, "Immunization", when, route, r.get("site"), vaccine, route_text,
+                        vaccine or "Immunization")
+
+    def procedure(self, r: Mapping[str, object]) -> None:
+        code = r.get("code")
+        matches = self.codes.match_concept(code, PROCEDURE_SETS)
+        if not matches or _other_patient(r, "subject", self.patient_id):
+            return
+        status = r.get("status")
+        if status == "entered-in-error":
+            return
+        sets = {m.entry.valueset for m in matches}
+        if "performedDateTime" in r:
+            when = parse_interval(r.get("performedDateTime"))
+        else:
+            period = period_interval(r.get("performedPeriod"))
+            when = (period[0], period[0]) if period and period[0] else None
+        label = _label(code, matches)
+        if "emg-study" in sets:
+            if status in ("completed", "in-progress") and when is not None:
+                self.facts.orders.append(
+                    OrderFact(_ref(r), "Procedure", frozenset(sets), status, None, None, when[0],
+                              label)
+                )
+            return
+        if "competing-hip" in sets:
+            if status == "completed" and when is not None:
+                side, _, _ = _side_of_sites(self.codes, r.get("bodySite"))
+                self.facts.hip_procedures.append(HipProcedureFact(_ref(r), when[0], side, label))
+            return
+        if status != "completed":
+            return
+        if "procedure-subcutaneous" in sets and "procedure-im" not in sets:
+            self.facts.not_im.append(_ref(r))
+            return
+        if "procedure-im" in sets:
+            self._injection(r, "Procedure", when, {"coding": [{"system": "http://snomed.info/sct",
+                            "code": "78421000"}]}, r.get("bodySite"), None, (), label)
+            return
+        # CPT 96372 (SC or IM): decided after all MedicationAdministrations are seen.
+        self.cpt_procedures.append((r, label))
+
+    def _finish_cpt(self) -> None:
+        for r, label in self.cpt_procedures:
+            when = None
+            if "performedDateTime" in r:
+                when = parse_interval(r.get("performedDateTime"))
+            else:
+                period = period_interval(r.get("performedPeriod"))
+                when = (period[0], period[0]) if period and period[0] else None
+            route = None
+            if _ref(r) in self.ma_im_procedures:
+                route = {"coding": [{"system": "http://snomed.info/sct", "code": "78421000"}]}
+            try:
+                self._injection(r, "Procedure", when, route, r.get("bodySite"), None, (), label)
+            except MalformedError:
+                self.facts.read -= 1
+                self.facts.skipped += 1
+
+    # Orders -------------------------------------------------------------------------------
+    def device_request(self, r: Mapping[str, object]) -> None:
+        concept = r.get("codeCodeableConcept")
+        matches = self.codes.match_concept(concept, DEVICE_SETS)
+        text = _concept_text(concept).lower() if isinstance(concept, Mapping) else ""
+        says_afo = "ankle foot orthosis" in text or "ankle-foot orthosis" in text or (
+            "afo" in text.replace("(", " ").replace(")", " ").split()
+        )
+        if not matches and not says_afo:
+            return
+        if _other_patient(r, "subject", self.patient_id):
+            return
+        sets = frozenset(m.entry.valueset for m in matches)
+        authored = parse_interval(r.get("authoredOn"))
+        self.facts.orders.append(
+            OrderFact(
+                ref=_ref(r),
+                resource="DeviceRequest",
+                valuesets=sets,
+                status=r.get("status") if isinstance(r.get("status"), str) else None,
+                priority=r.get("priority") if isinstance(r.get("priority"), str) else None,
+                authored=authored[0] if authored else None,
+                occurrence=None,
+                label=_label(concept, matches),
+                text_afo=says_afo and "ankle-brace" not in sets,
+            )
+        )
+
+    def service_request(self, r: Mapping[str, object]) -> None:
+        code = r.get("code")
+        matches = self.codes.match_concept(code, SERVICE_REQUEST_SETS)
+        if not matches or _other_patient(r, "subject", self.patient_id):
+            return
+        authored = parse_interval(r.get("authoredOn"))
+        if "occurrenceDateTime" in r:
+            occ = parse_interval(r.get("occurrenceDateTime"))
+            occurrence = occ[0] if occ else None
+        else:
+            period = period_interval(r.get("occurrencePeriod"))
+            occurrence = period[0] if period else None
+            if occurrence is None:
+                timing = r.get("occurrenceTiming")
+                if isinstance(timing, Mapping):
+                    events = timing.get("event")
+                    if isinstance(events, list) and events:
+                        occurrence = (parse_interval(events[0]) or (None,))[0]
+        self.facts.orders.append(
+            OrderFact(
+                ref=_ref(r),
+                resource="ServiceRequest",
+                valuesets=frozenset(m.entry.valueset for m in matches),
+                status=r.get("status") if isinstance(r.get("status"), str) else None,
+                priority=r.get("priority") if isinstance(r.get("priority"), str) else None,
+                authored=authored[0] if authored else None,
+                occurrence=occurrence,
+                label=_label(code, matches),
+            )
+        )
+
+    def appointment(self, r: Mapping[str, object]) -> None:
+        follow = bool(
+            self.codes.match_concept(r.get("appointmentType"), frozenset({"follow-up-existing"}))
+        )
+        for key in ("serviceType", "reasonCode"):
+            for concept in _concepts(r.get(key)):
+                if self.codes.match_concept(concept, frozenset({"follow-up-existing"})):
+                    follow = True
+        reasons = _refs(r.get("reasonReference"))
+        if not follow and not reasons:
+            return
+        start = parse_interval(r.get("start"))
+        self.facts.appointments.append(
+            AppointmentFact(
+                ref=_ref(r),
+                status=r.get("status") if isinstance(r.get("status"), str) else None,
+                start=start[0] if start else None,
+                follow_up=follow,
+                reason_refs=reasons,
+            )
+        )
+
+    _handlers = {
+        "Patient": patient,
+        "Condition": condition,
+        "Observation": observation,
+        "MedicationAdministration": medication_administration,
+        "Immunization": immunization,
+        "Procedure": procedure,
+        "DeviceRequest": device_request,
+        "ServiceRequest": service_request,
+        "Appointment": appointment,
+    }
+
+
+def extract_facts(
+    resources: Iterable[object], content: Content, patient_id: str, now: datetime
+) -> Facts:
+    """Read every resource once; irrelevant ones cost a code look-up, malformed ones are counted."""
+    extractor = _Extractor(content, patient_id, now)
+    for resource in resources:
+        extractor.add(resource)
+    extractor._finish_cpt()
+    return extractor.facts

@@ -1,0 +1,547 @@
+"""Rules R0-R7 of clinical.md §2.2 as pure functions over :mod:`facts` (``now`` passed in).
+
+Order: R0 hygiene and R1 triggers (:func:`find_triggers`), R2 IM evidence (done while extracting
+facts), R7 red flags first (:func:`find_red_flags`), then R3 site, R4 window, R5 side and R6
+competing causes for every (trigger, injection) pair (:func:`assess_pair`), keeping the best pair
+(:func:`best_assessment`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from cds_service.domain.codes import sides_compatible
+from cds_service.domain.content import Thresholds
+from cds_service.domain.facts import (
+    UNCERTAIN_VERIFICATION,
+    ConditionFact,
+    Facts,
+    GradeFact,
+    InjectionFact,
+)
+
+RANK = {"info": 1, "warning": 2, "critical": 3}
+GLUTEAL = frozenset({"gluteal", "ventrogluteal"})
+REMOTE = frozenset({"upper_limb", "thigh"})
+HAEMATOMA_SITE_WORDS = ("buttock", "gluteal", "gluteus", "hip", "thigh")
+ONE_DAY = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """A foot-drop trigger (R1): a Condition, a foot-drop finding or an MRC grade."""
+
+    ref: str
+    kind: str  # "condition" | "finding" | "grade"
+    label: str
+    side: str | None
+    lo: datetime | None  # earliest possible onset; None = unknown
+    hi: datetime  # latest possible onset
+    verification: str | None = None  # set when unconfirmed / provisional / differential
+    condition: ConditionFact | None = None
+
+    @property
+    def onset_known_width(self) -> timedelta | None:
+        return None if self.lo is None else self.hi - self.lo
+
+
+# --- R0/R1 ------------------------------------------------------------------------------------
+
+
+def _sides(side: str | None) -> set[str]:
+    if side == "bilateral":
+        return {"left", "right"}
+    return {side} if side else {"unknown"}
+
+
+def condition_triggers(facts: Facts, now: datetime) -> list[Trigger]:
+    out = []
+    for c in facts.conditions:
+        if "footdrop-trigger" in c.valuesets and c.current:
+            out.append(
+                Trigger(
+                    ref=c.ref,
+                    kind="condition",
+                    label=c.label,
+                    side=c.side,
+                    lo=c.onset_lo,
+                    hi=c.onset_hi or now,
+                    verification=c.verification if c.verification in UNCERTAIN_VERIFICATION else None,
+                    condition=c,
+                )
+            )
+    return out
+
+
+def _blocked_sides(facts: Facts) -> set[str]:
+    """Sides whose foot-drop Condition is refuted, entered-in-error, resolved or inactive."""
+    blocked: set[str] = set()
+    for c in facts.conditions:
+        if "footdrop-trigger" in c.valuesets and not c.current:
+            blocked |= _sides(c.side) if c.side else {"left", "right", "unknown"}
+    return blocked
+
+
+def observation_triggers(
+    facts: Facts, conditions: Sequence[Trigger], injection: InjectionFact, t: Thresholds
+) -> list[Trigger]:
+    """Observation triggers usable with this injection (R1), for sides without a Condition."""
+    blocked = _blocked_sides(facts)
+    covered: set[str] = set()
+    for trig in conditions:
+        covered |= _sides(trig.side)
+
+    def usable(side: str | None) -> bool:
+        if side is None:
+            return not conditions and "unknown" not in blocked and not blocked
+        return side not in covered and side not in blocked
+
+    out: list[Trigger] = []
+    for f in facts.findings:
+        if usable(f.side):
+            out.append(Trigger(f.ref, "finding", "Foot drop finding (Observation)", f.side, None, f.time))
+    by_side: dict[str, list[GradeFact]] = {}
+    for g in facts.grades:
+        if g.side is not None:
+            by_side.setdefault(g.side, []).append(g)
+    for side, grades in by_side.items():
+        if not usable(side):
+            continue
+        weak = sorted((g for g in grades if g.grade <= t.mrc_trigger_max), key=lambda g: g.time)
+        if any(g.time < injection.time for g in weak):
+            continue  # a weak grade before the injection: pre-existing
+        after = [g for g in weak if g.time >= injection.time]
+        if after:
+            g = after[0]
+            out.append(
+                Trigger(g.ref, "grade", f"MRC dorsiflexion grade {g.grade}/5", side, None, g.time)
+            )
+    return out
+
+
+# --- R7 red flags -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RedFlag:
+    kind: str  # bilateral | cauda-equina | compartment | haematoma | progression
+    order: str  # URGENT_* order id
+    evidence: tuple[str, ...]  # references (Conditions / Observations)
+    labels: tuple[str, ...]
+    onset: datetime | None
+
+
+_FLAG_ORDER = {
+    "bilateral": "URGENT_NEUROSURGERY",
+    "cauda-equina": "URGENT_NEUROSURGERY",
+    "compartment": "URGENT_ORTHOPAEDIC",
+    "haematoma": "URGENT_ORTHOPAEDIC",
+    "progression": "URGENT_NEUROLOGY",
+}
+
+
+def _gated(
+    triggers: Sequence[Trigger], injections: Sequence[InjectionFact], t: Thresholds
+) -> list[tuple[Trigger, InjectionFact]]:
+    """(trigger, injection) pairs that open the red-flag check: any site, either side (R7 gate)."""
+    return [
+        (trig, inj)
+        for trig in triggers
+        for inj in injections
+        if inj.time <= trig.hi and trig.hi - inj.time <= t.attribution_limit
+    ]
+
+
+def find_red_flags(
+    facts: Facts, triggers: Sequence[Trigger], obs_triggers: Sequence[Trigger], t: Thresholds
+) -> tuple[list[RedFlag], list[tuple[Trigger, InjectionFact]]]:
+    """R7: red flags, checked before site, window and side; never capped."""
+    gate = _gated([*triggers, *obs_triggers], facts.injections, t)
+    if not gate:
+        return [], []
+    injections = {inj.ref: inj for _, inj in gate}
+    earliest = min(inj.time for inj in injections.values())
+    floor = earliest - t.red_flag_recent
+    flags: list[RedFlag] = []
+
+    def recent(c: ConditionFact) -> bool:
+        return c.onset_hi is None or c.onset_hi >= floor
+
+    cond_triggers = [trig for trig in triggers if trig.condition is not None]
+    # bilateral
+    both = [trig for trig in cond_triggers if trig.side == "bilateral" and trig.hi >= floor]
+    if both:
+        flags.append(
+            RedFlag("bilateral", _FLAG_ORDER["bilateral"], (both[0].ref,), (both[0].label,), both[0].hi)
+        )
+    else:
+        lefts = [x for x in cond_triggers if x.side == "left" and x.hi >= floor]
+        rights = [x for x in cond_triggers if x.side == "right" and x.hi >= floor]
+        for left in lefts:
+            pair = next(
+                (r for r in rights if abs(r.hi - left.hi) <= t.bilateral_onsets_within), None
+            )
+            if pair is not None:
+                flags.append(
+                    RedFlag(
+                        "bilateral",
+                        _FLAG_ORDER["bilateral"],
+                        (left.ref, pair.ref),
+                        (left.label, pair.label),
+                        max(left.hi, pair.hi),
+                    )
+                )
+                break
+    trigger_sides = [trig.side for trig, _ in gate]
+    gluteal_injection = any(inj.site_class in GLUTEAL for inj in injections.values())
+    for kind, valueset in (
+        ("cauda-equina", "red-flag-cauda-equina"),
+        ("compartment", "red-flag-compartment"),
+        ("haematoma", "red-flag-haematoma"),
+    ):
+        hits: list[ConditionFact] = []
+        for c in facts.conditions:
+            matches = c.in_set(valueset)
+            if not matches or not c.current or not recent(c):
+                continue
+            if kind != "cauda-equina" and not any(
+                sides_compatible(c.side, side) for side in trigger_sides
+            ):
+                continue
+            if kind == "haematoma" and all(m.entry.tag == "needs-site" for m in matches):
+                named = any(word in c.site_text for word in HAEMATOMA_SITE_WORDS)
+                if not named and not (not c.has_site and gluteal_injection):
+                    continue
+            hits.append(c)
+        if hits:
+            flags.append(
+                RedFlag(
+                    kind,
+                    _FLAG_ORDER[kind],
+                    tuple(c.ref for c in hits),
+                    tuple(c.label for c in hits),
+                    hits[0].onset_hi,
+                )
+            )
+    progression = _progression(facts, gate, t)
+    if progression is not None:
+        flags.append(progression)
+    return flags, gate
+
+
+def _progression(
+    facts: Facts, gate: Sequence[tuple[Trigger, InjectionFact]], t: Thresholds
+) -> RedFlag | None:
+    """A fall of >= progression_grades between two post-onset, same-side MRC grades."""
+    for trig, inj in gate:
+        floor = trig.lo if trig.lo is not None else inj.time
+        floor = max(floor, inj.time)
+        grades = sorted(
+            (
+                g
+                for g in facts.grades
+                if g.time >= floor and (trig.side in (None, "bilateral") or g.side == trig.side)
+            ),
+            key=lambda g: g.time,
+        )
+        by_side: dict[str | None, list[GradeFact]] = {}
+        for g in grades:
+            by_side.setdefault(g.side, []).append(g)
+        for series in by_side.values():
+            best = None
+            for g in series:
+                if best is not None and best.grade - g.grade >= t.progression_grades:
+                    return RedFlag(
+                        "progression",
+                        _FLAG_ORDER["progression"],
+                        (trig.ref, best.ref, g.ref),
+                        (f"MRC {best.grade}/5 then {g.grade}/5",),
+                        g.time,
+                    )
+                if best is None or g.grade > best.grade:
+                    best = g
+    return None
+
+
+# --- R3-R6 per pair ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Competing:
+    group: str  # radicular | hip | stroke | gbs | diabetic-mononeuropathy | mnd | ms | local-trauma
+    ref: str
+    label: str
+    onset: datetime | None
+
+    @property
+    def central(self) -> bool:
+        return self.group in ("stroke", "ms")
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """The kept (trigger, injection) pair and what the card says about it."""
+
+    trigger: Trigger
+    injection: InjectionFact
+    indicator: str
+    timing_class: str  # immediate | delayed | late | uncertain
+    delta: timedelta
+    caps: tuple[str, ...]  # phrase keys: cap-...
+    competing: tuple[Competing, ...] = ()
+    link: tuple[str, ...] = ()  # labels of link codes
+    radiating: tuple[str, ...] = ()
+    anticoagulation: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()  # template names of conditional notes
+    named: tuple[tuple[str, str], ...] = field(default=())  # (template, condition label)
+
+    @property
+    def anchor(self) -> datetime:
+        """R8 anchor: max(injection, earliest possible onset)."""
+        if self.trigger.lo is None:
+            return self.injection.time
+        return max(self.injection.time, self.trigger.lo)
+
+    @property
+    def lead(self) -> str | None:
+        if any(c.central for c in self.competing):
+            return "central"
+        return "emg" if self.competing else None
+
+
+def _window(c: ConditionFact, onset_lo: datetime, onset_hi: datetime, t: Thresholds) -> bool:
+    """Onset of ``c`` within [foot-drop onset - 30 d, foot-drop onset + 7 d] (R6 'recent')."""
+    return c.onset_hi is not None and (
+        onset_lo - t.competing_recent_before <= c.onset_hi <= onset_hi + t.competing_recent_after
+    )
+
+
+def competing_causes(
+    facts: Facts, trig: Trigger, inj: InjectionFact, t: Thresholds
+) -> tuple[list[Competing], list[tuple[str, str]]]:
+    """R6: competing causes of this foot drop, and named conditions (template, label)."""
+    fd_lo = trig.lo if trig.lo is not None else trig.hi
+    fd_hi = trig.hi
+    side = trig.side
+    out: list[Competing] = []
+    named: list[tuple[str, str]] = []
+    seen_named: set[str] = set()
+    for c in facts.conditions:
+        if c.refuted or not c.valuesets & COMPETING_SETS:
+            continue
+        same_side = sides_compatible(c.side, side)
+        before_injection = c.onset_hi is not None and c.onset_hi <= inj.time
+        sets = c.valuesets
+        if c.current and "competing-radicular" in sets and same_side and before_injection:
+            out.append(Competing("radicular", c.ref, c.label, c.onset_hi))
+        if c.current and "competing-hip" in sets and same_side and _window(c, fd_lo, fd_hi, t):
+            out.append(Competing("hip", c.ref, c.label, c.onset_hi))
+        if "competing-stroke" in sets:
+            if c.current and _window(c, fd_lo, fd_hi, t):
+                out.append(Competing("stroke", c.ref, c.label, c.onset_hi))
+            elif c.ref not in seen_named:
+                named.append(("note-previous-stroke", c.label))
+                seen_named.add(c.ref)
+        if "stroke-sequela" in sets and c.ref not in seen_named:
+            seen_named.add(c.ref)
+            limb = any(m.entry.tag == "limb" for m in c.in_set("stroke-sequela"))
+            if limb and same_side:
+                named.append(("note-confirm-new", c.label))
+            else:
+                named.append(("note-previous-stroke", c.label))
+        if c.current and "competing-gbs" in sets and _window(c, fd_lo, fd_hi, t):
+            out.append(Competing("gbs", c.ref, c.label, c.onset_hi))
+        if "polyneuropathy" in sets and c.current:
+            named.append(("note-polyneuropathy", c.label))
+        if "diabetic-mononeuropathy" in sets and c.current:
+            if c.onset_hi is not None and c.onset_hi <= inj.time:
+                out.append(Competing("diabetic-mononeuropathy", c.ref, c.label, c.onset_hi))
+            else:
+                named.append(("note-same-event", c.label))
+        if c.current and "competing-mnd" in sets:
+            out.append(Competing("mnd", c.ref, c.label, c.onset_hi))
+        if c.current and "competing-ms" in sets:
+            out.append(Competing("ms", c.ref, c.label, c.onset_hi))
+        if (
+            c.current
+            and "competing-local-trauma" in sets
+            and same_side
+            and _window(c, fd_lo, fd_hi, t)
+        ):
+            out.append(Competing("local-trauma", c.ref, c.label, c.onset_hi))
+    for p in facts.hip_procedures:
+        if (
+            sides_compatible(p.side, side)
+            and fd_lo - t.competing_recent_before <= p.time <= fd_hi + t.competing_recent_after
+        ):
+            out.append(Competing("hip", p.ref, p.label, p.time))
+    return out, named
+
+
+COMPETING_SETS = frozenset(
+    {
+        "competing-radicular",
+        "competing-hip",
+        "competing-stroke",
+        "stroke-sequela",
+        "competing-gbs",
+        "polyneuropathy",
+        "diabetic-mononeuropathy",
+        "competing-mnd",
+        "competing-ms",
+        "competing-local-trauma",
+    }
+)
+
+
+def _links(facts: Facts, trig: Trigger, inj: InjectionFact) -> list[str]:
+    out = []
+    day_start = inj.time.replace(hour=0, minute=0, second=0, microsecond=0)
+    for c in facts.conditions:
+        if "link-code" in c.valuesets and not c.refuted:
+            if c.onset_hi is None or c.onset_hi >= day_start:
+                out.append(c.label)
+    if trig.condition is not None and inj.ref and inj.ref in trig.condition.evidence_refs:
+        out.append(trig.label)
+    return out
+
+
+def _radiating(facts: Facts, trig: Trigger, inj: InjectionFact, t: Thresholds) -> list[str]:
+    out = []
+    for c in facts.conditions:
+        if "radiating-pain" not in c.valuesets or c.refuted or not c.has_onset:
+            continue
+        if c.onset_hi is None or c.onset_hi < inj.time:
+            continue
+        lo = c.onset_lo or c.onset_hi
+        if lo <= inj.time + t.radiating_pain_after_injection and sides_compatible(c.side, trig.side):
+            out.append(c.label)
+    return out
+
+
+def _anticoagulation(facts: Facts, inj: InjectionFact, t: Thresholds) -> list[str]:
+    out = []
+    for c in facts.conditions:
+        if "anticoagulation" in c.valuesets and c.current:
+            start = c.onset_lo or c.onset_hi
+            if start is None or start <= inj.time + ONE_DAY:
+                out.append(c.label)
+    for when, drug in facts.anticoagulant_times:
+        if inj.time - t.anticoagulant_before_injection <= when <= inj.time:
+            out.append(f"{drug} on {when:%Y-%m-%d}")
+    return out
+
+
+def assess_pair(
+    facts: Facts, trig: Trigger, inj: InjectionFact, t: Thresholds
+) -> Assessment | None:
+    """R3 site, R4 window, R5 side and R6 competing causes for one pair; None = no attribution."""
+    if trig.hi < inj.time:
+        return None  # the foot drop began before the injection
+    caps: list[str] = []
+    notes: list[str] = []
+    # R3 site
+    if inj.site_class in REMOTE:
+        return None
+    if inj.site_class == "vastus_lateralis":
+        if t.vastus_lateralis_site != "info":
+            return None
+        caps.append("cap-vastus")
+    elif inj.site_class is None:
+        caps.append("cap-site-missing")
+        notes.append("note-site-missing")
+    # R4 window
+    delta = trig.hi - inj.time
+    width = trig.onset_known_width
+    links = _links(facts, trig, inj)
+    radiating: list[str] = []
+    anticoagulation: list[str] = []
+    if width is not None and width <= t.onset_known_within:
+        if delta <= t.immediate_window:
+            timing, base = "immediate", "warning"
+        elif delta <= t.delayed_window:
+            timing = "delayed"
+            radiating = _radiating(facts, trig, inj, t)
+            anticoagulation = _anticoagulation(facts, inj, t)
+            base = "warning" if (links or radiating or anticoagulation) else "info"
+            if base == "info":
+                caps.append("cap-delayed")
+            if anticoagulation:
+                notes.append("note-anticoagulated")
+        elif delta <= t.attribution_limit:
+            if not links:
+                return None
+            timing, base = "late", "info"
+            caps.append("cap-late")
+        else:
+            return None
+    else:
+        if delta > t.attribution_limit:
+            return None
+        timing, base = "uncertain", "info"
+        caps.append("cap-onset-uncertain")
+        notes.append("note-onset-uncertain")
+    # R5 side
+    if trig.side is None or inj.site_side is None:
+        caps.append("cap-side-unknown")
+        notes.append("note-side-unknown")
+    elif trig.side != "bilateral" and trig.side != inj.site_side:
+        return None
+    # caps from R0-R2
+    if trig.verification is not None:
+        caps.append("cap-provisional-trigger")
+        notes.append("note-provisional-trigger")
+    if trig.kind != "condition":
+        caps.append("cap-observation-trigger")
+        notes.append("note-observation-trigger")
+    if inj.evidence == "probable":
+        caps.append("cap-probable-im")
+        notes.append("note-probable-im")
+    # R6
+    competing, named = competing_causes(facts, trig, inj, t)
+    if competing:
+        caps.append("cap-competing")
+    indicator = "info" if caps else base
+    if links:
+        notes.append("note-link")
+    if radiating:
+        notes.append("note-radiating-pain")
+    return Assessment(
+        trigger=trig,
+        injection=inj,
+        indicator=indicator,
+        timing_class=timing,
+        delta=delta,
+        caps=tuple(dict.fromkeys(caps)),
+        competing=tuple(competing),
+        link=tuple(links),
+        radiating=tuple(radiating),
+        anticoagulation=tuple(anticoagulation),
+        notes=tuple(dict.fromkeys(notes)),
+        named=tuple(dict.fromkeys(named)),
+    )
+
+
+def best_assessment(
+    facts: Facts, triggers: Sequence[Trigger], t: Thresholds
+) -> Assessment | None:
+    """Every (trigger, injection) pair; the best kept (highest indicator, then closest injection)."""
+    best: tuple[tuple[object, ...], Assessment] | None = None
+    for inj in facts.injections:
+        candidates = [*triggers, *observation_triggers(facts, triggers, inj, t)]
+        for trig in candidates:
+            result = assess_pair(facts, trig, inj, t)
+            if result is None:
+                continue
+            key = (
+                -RANK[result.indicator],
+                result.delta,
+                trig.kind != "condition",
+                trig.ref,
+                inj.ref,
+            )
+            if best is None or key < best[0]:
+                best = (key, result)
+    return best[1] if best else None
