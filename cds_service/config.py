@@ -109,8 +109,8 @@ class Settings:
             allow_insecure_fhir=_flag(env, "CDS_ALLOW_INSECURE_FHIR", environment != "production"),
             log_level=env.get("CDS_LOG_LEVEL", "INFO").upper(),
         )
-        if settings.order_intent not in ("proposal", "order", "plan"):
-            raise SettingsError("CDS_ORDER_INTENT must be proposal, order or plan")
+        if settings.order_intent not in ("proposal", "order"):
+            raise SettingsError("CDS_ORDER_INTENT must be proposal or order")
         if settings.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise SettingsError("CDS_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
         if settings.auth and not settings.jwt_issuers:

@@ -164,3 +164,18 @@ def test_edge_does_not_import_web():
         assert not any(n.startswith("cds_service.web") or n == "flask" for n in _imports(path)), (
             path
         )
+
+
+def test_order_intent_setting_reaches_the_suggested_orders(settings, clock):
+    """CDS_ORDER_INTENT=order makes every suggested resource an order instead of a proposal."""
+    from cds_service import create_app
+    from tests.conftest import FOOTDROP, dispose, with_settings
+    from tests.fixture_support import PATIENT_VIEW_FIXTURES, load_fixture, suggested_resources
+
+    fixture = load_fixture(PATIENT_VIEW_FIXTURES[0])
+    clock.set(fixture["evalTime"])
+    app = create_app(with_settings(settings, order_intent="order"), clock=clock)
+    body = app.test_client().post(f"/cds-services/{FOOTDROP}", json=fixture["request"]).get_json()
+    dispose(app)
+    intents = {r["intent"] for r in suggested_resources(body["cards"][0])}
+    assert intents == {"order"}

@@ -94,7 +94,6 @@ def _onset_text(trig: Trigger) -> str:
     return f"between {trig.lo:%Y-%m-%d} and {trig.hi:%Y-%m-%d}"
 
 
-
 # --- FHIR resources ---------------------------------------------------------------------------
 
 
@@ -342,7 +341,9 @@ def attribution_card(
         assessment = content.text("assessment-warning", timing_class=timing_class)
     else:
         reasons = "; ".join(
-            content.phrase("cap-competing", cause=cause) if cap == "cap-competing" else content.phrase(cap)
+            content.phrase("cap-competing", cause=cause)
+            if cap == "cap-competing"
+            else content.phrase(cap)
             for cap in a.caps
         )
         assessment = content.text("assessment-info", timing_class=timing_class, reasons=reasons)
@@ -404,15 +405,15 @@ def attribution_card(
         plan_lines.append(content.text("plan-escalation-tendon", days=elapsed_days))
     else:
         plan_lines.append(content.text("plan-escalation-future"))
-    if central:
-        plan_lines = [plan_lines[2], *plan_lines[:2], *plan_lines[3:]]
-    elif a.lead == "emg":
+    if central or a.lead == "emg":
         plan_lines = [plan_lines[2], *plan_lines[:2], *plan_lines[3:]]
     # notes
     notes = [content.text(name) for name in a.notes if name not in _NOTES_WITH_VALUES]
     if a.trigger.verification and "note-provisional-trigger" in a.notes:
         notes.append(content.text("note-provisional-trigger", status=a.trigger.verification))
-    notes += [content.text("note-link", condition=label) for label in a.link if "note-link" in a.notes]
+    notes += [
+        content.text("note-link", condition=label) for label in a.link if "note-link" in a.notes
+    ]
     notes += [
         content.text("note-radiating-pain", condition=label)
         for label in a.radiating
@@ -421,7 +422,11 @@ def attribution_card(
     notes += [content.text(name, condition=label) for name, label in a.named]
     notes += [content.text("note-ankle-brace", device=o.label) for o in plan.ankle_braces]
     notes += [
-        content.text("note-baseline-study", date=_date(o.occurrence or o.authored), emg_days=t.emg_not_before.days)
+        content.text(
+            "note-baseline-study",
+            date=_date(o.occurrence or o.authored),
+            emg_days=t.emg_not_before.days,
+        )
         for o in plan.baseline_studies
     ]
     if grades and grades[-1].grade <= 2:
@@ -461,7 +466,9 @@ def attribution_card(
         elif order_id == "EMG_NCS":
             occurrence = {"occurrenceDateTime": fhir_date(plan.emg_date or now)}
         elif order_id == "FOLLOW_UP":
-            occurrence = {"occurrencePeriod": {"start": fhir_date(follow_from), "end": fhir_date(follow_to)}}
+            occurrence = {
+                "occurrencePeriod": {"start": fhir_date(follow_from), "end": fhir_date(follow_to)}
+            }
         resource = build_resource(
             content,
             spec,
@@ -514,7 +521,7 @@ def red_flag_card(
     child = _is_child(facts, now, content)
     names = list(dict.fromkeys(content.phrase(f"flag-{f.kind}") for f in flags))
     flags_text = " and ".join(names)
-    trig, inj = gate[0]
+    trig = gate[0][0]
     side = trig.side
     evidence = []
     for f in flags:
@@ -582,7 +589,9 @@ def red_flag_card(
             occurrence={"occurrenceDateTime": fhir_date(now)},
         )
         suggestions.append(
-            _suggestion(content, order_id, hook_instance=hook_instance, resource=resource, values=values)
+            _suggestion(
+                content, order_id, hook_instance=hook_instance, resource=resource, values=values
+            )
         )
     notes = []
     if child:

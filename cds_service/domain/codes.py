@@ -70,9 +70,7 @@ class Match:
 class CodeIndex:
     """Fast membership of codings in value sets."""
 
-    def __init__(
-        self, systems: Mapping[str, Sequence[str]], entries: Iterable[CodeEntry]
-    ) -> None:
+    def __init__(self, systems: Mapping[str, Sequence[str]], entries: Iterable[CodeEntry]) -> None:
         self._alias_of: dict[str, str] = {}
         self._uris: dict[str, tuple[str, ...]] = {}
         for alias, uris in systems.items():
@@ -122,7 +120,9 @@ class CodeIndex:
                 found.setdefault(entry.valueset, entry)
         return [e for e in found.values() if not e.exclude]
 
-    def match_concept(self, concept: object, valuesets: frozenset[str] | None = None) -> list[Match]:
+    def match_concept(
+        self, concept: object, valuesets: frozenset[str] | None = None
+    ) -> list[Match]:
         """Matches of a CodeableConcept (every coding), applying 7th-character and R0 corroboration.
 
         ``valuesets`` limits the answer to the value sets the caller cares about.

@@ -2,8 +2,8 @@
 
 ``build_content`` turns the parsed documents of ``cards/`` into a :class:`Content` and reports
 *every* semantic problem at once in a :class:`ContentError` (unknown placeholder, missing template,
-bad threshold, malformed code entry ...). Reading the files and checking their shape with JSON Schema
-is the edge's job (``cds_service.edge.content``); this module stays pure.
+bad threshold, malformed code entry ...). Reading the files and checking their shape with JSON
+Schema is the edge's job (``cds_service.edge.content``); this module stays pure.
 """
 
 from __future__ import annotations
@@ -331,7 +331,9 @@ def template_problems(where: str, text: str, allowed: frozenset[str]) -> list[st
     return problems
 
 
-def _code_entries(valuesets: Mapping[str, Any], aliases: set[str], problems: list[str]) -> list[CodeEntry]:
+def _code_entries(
+    valuesets: Mapping[str, Any], aliases: set[str], problems: list[str]
+) -> list[CodeEntry]:
     entries: list[CodeEntry] = []
     missing = [name for name in VALUESETS if name not in valuesets]
     problems.extend(f"valuesets.yaml: value set '{name}' is missing" for name in missing)

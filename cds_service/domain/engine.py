@@ -52,7 +52,7 @@ def evaluate_patient_view(
     content: Content,
     now: datetime,
     hook_instance: str,
-    policy: Policy = Policy(),  # noqa: B008 - frozen, immutable default
+    policy: Policy = Policy(),
 ) -> Evaluation:
     """Run R0-R9 over the flattened prefetch resources and build the card (if any)."""
     if now.tzinfo is None:

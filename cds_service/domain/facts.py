@@ -2,15 +2,16 @@
 
 Dispatch is on ``resourceType``. A resource is rejected as early as possible (a code look-up in the
 value-set index) before any date is parsed, so a prefetch full of vital signs and unrelated
-diagnoses costs little. A resource that is not a JSON object, or whose relevant fields are malformed,
-is skipped and counted; nothing here raises.
+diagnoses costs little. A resource that is not a JSON object, or whose relevant fields are
+malformed, is skipped and counted; nothing here raises.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import ClassVar
 
 from cds_service.domain.codes import CodeIndex, Match, concept_side
 from cds_service.domain.content import Content
@@ -39,7 +40,13 @@ CONDITION_SETS = frozenset(
     }
 )
 PROCEDURE_SETS = frozenset(
-    {"procedure-im", "procedure-injection-cpt", "procedure-subcutaneous", "competing-hip", "emg-study"}
+    {
+        "procedure-im",
+        "procedure-injection-cpt",
+        "procedure-subcutaneous",
+        "competing-hip",
+        "emg-study",
+    }
 )
 SERVICE_REQUEST_SETS = frozenset(
     {
@@ -454,7 +461,10 @@ class _Extractor:
         if matches:
             return "not-im"
         for coding in route.get("coding") or ():
-            if isinstance(coding, Mapping) and self.codes.alias(coding.get("system")) in ROUTE_SYSTEMS:
+            if (
+                isinstance(coding, Mapping)
+                and self.codes.alias(coding.get("system")) in ROUTE_SYSTEMS
+            ):
                 return "not-im"  # a coded route that is not intramuscular
         return None
 
@@ -543,12 +553,20 @@ class _Extractor:
             route.get("text") if isinstance(route, Mapping) else None,
             dosage.get("text"),
         )
+        im_route = self._route(route) == "im"
         for part in r.get("partOf") or ():
-            if isinstance(part, Mapping) and isinstance(part.get("reference"), str):
-                if self._route(route) == "im":
-                    self.ma_im_procedures.add(part["reference"])
-        self._injection(r, "MedicationAdministration", when, route, site, drug, route_text,
-                        drug or "Medication administration")
+            if im_route and isinstance(part, Mapping) and isinstance(part.get("reference"), str):
+                self.ma_im_procedures.add(part["reference"])
+        self._injection(
+            r,
+            "MedicationAdministration",
+            when,
+            route,
+            site,
+            drug,
+            route_text,
+            drug or "Medication administration",
+        )
 
     def immunization(self, r: Mapping[str, object]) -> None:
         if r.get("status") != "completed" or _other_patient(r, "patient", self.patient_id):
@@ -557,8 +575,16 @@ class _Extractor:
         route = r.get("route")
         route_text = (route.get("text") if isinstance(route, Mapping) else None,)
         when = parse_interval(r.get("occurrenceDateTime"))
-        self._injection(r, "Immunization", when, route, r.get("site"), vaccine, route_text,
-                        vaccine or "Immunization")
+        self._injection(
+            r,
+            "Immunization",
+            when,
+            route,
+            r.get("site"),
+            vaccine,
+            route_text,
+            vaccine or "Immunization",
+        )
 
     def procedure(self, r: Mapping[str, object]) -> None:
         code = r.get("code")
@@ -578,8 +604,9 @@ class _Extractor:
         if "emg-study" in sets:
             if status in ("completed", "in-progress") and when is not None:
                 self.facts.orders.append(
-                    OrderFact(_ref(r), "Procedure", frozenset(sets), status, None, None, when[0],
-                              label)
+                    OrderFact(
+                        _ref(r), "Procedure", frozenset(sets), status, None, None, when[0], label
+                    )
                 )
             return
         if "competing-hip" in sets:
@@ -593,8 +620,16 @@ class _Extractor:
             self.facts.not_im.append(_ref(r))
             return
         if "procedure-im" in sets:
-            self._injection(r, "Procedure", when, {"coding": [{"system": "http://snomed.info/sct",
-                            "code": "78421000"}]}, r.get("bodySite"), None, (), label)
+            self._injection(
+                r,
+                "Procedure",
+                when,
+                {"coding": [{"system": "http://snomed.info/sct", "code": "78421000"}]},
+                r.get("bodySite"),
+                None,
+                (),
+                label,
+            )
             return
         # CPT 96372 (SC or IM): decided after all MedicationAdministrations are seen.
         self.cpt_procedures.append((r, label))
@@ -621,8 +656,10 @@ class _Extractor:
         concept = r.get("codeCodeableConcept")
         matches = self.codes.match_concept(concept, DEVICE_SETS)
         text = _concept_text(concept).lower() if isinstance(concept, Mapping) else ""
-        says_afo = "ankle foot orthosis" in text or "ankle-foot orthosis" in text or (
-            "afo" in text.replace("(", " ").replace(")", " ").split()
+        says_afo = (
+            "ankle foot orthosis" in text
+            or "ankle-foot orthosis" in text
+            or ("afo" in text.replace("(", " ").replace(")", " ").split())
         )
         if not matches and not says_afo:
             return
@@ -697,7 +734,7 @@ class _Extractor:
             )
         )
 
-    _handlers = {
+    _handlers: ClassVar[dict[str, Callable[[_Extractor, Mapping[str, object]], None]]] = {
         "Patient": patient,
         "Condition": condition,
         "Observation": observation,

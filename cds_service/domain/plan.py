@@ -71,9 +71,7 @@ def post_onset_grades(facts: Facts, assessment: Assessment) -> list[GradeFact]:
     )
 
 
-def plan_attribution(
-    facts: Facts, assessment: Assessment, now: datetime, t: Thresholds
-) -> Plan:
+def plan_attribution(facts: Facts, assessment: Assessment, now: datetime, t: Thresholds) -> Plan:
     """Suggestions for a non-red-flag card, with de-duplication (R8)."""
     inj_time = assessment.injection.time
     orders = facts.orders
@@ -122,7 +120,10 @@ def plan_attribution(
                 qualifying = qualifying or o
             elif o.occurrence.date() < not_before:
                 baseline.append(o)
-        elif o.resource == "ServiceRequest" and o.valuesets & {"emg-referral-existing", "emg-study"}:
+        elif o.resource == "ServiceRequest" and o.valuesets & {
+            "emg-referral-existing",
+            "emg-study",
+        }:
             if o.authored is not None and o.authored < _day(inj_time):
                 baseline.append(o)
                 continue
@@ -151,7 +152,9 @@ def plan_attribution(
     follow = [
         o
         for o in orders
-        if o.resource == "ServiceRequest" and "follow-up-existing" in o.valuesets and o.status in OPEN
+        if o.resource == "ServiceRequest"
+        and "follow-up-existing" in o.valuesets
+        and o.status in OPEN
     ]
     appointments = [
         a
@@ -171,13 +174,13 @@ def plan_attribution(
     grades = post_onset_grades(facts, assessment)
     stage = escalation_stage(assessment, grades, now, t)
     if stage is not None:
-        dedup_set = "orthopaedic-existing" if stage == "TENDON_TRANSFER" else "nerve-surgery-existing"
+        dedup_set = (
+            "orthopaedic-existing" if stage == "TENDON_TRANSFER" else "nerve-surgery-existing"
+        )
         on_file = [
             o
             for o in orders
-            if o.resource == "ServiceRequest"
-            and dedup_set in o.valuesets
-            and _on_file(o, inj_time)
+            if o.resource == "ServiceRequest" and dedup_set in o.valuesets and _on_file(o, inj_time)
         ]
         if on_file:
             found(stage, on_file[0])
@@ -203,7 +206,9 @@ def escalation_stage(
 ) -> str | None:
     """SURGICAL_REFERRAL stage by time since the anchor and MRC grades (R8), or None."""
     elapsed = now - assessment.anchor
-    still_current = assessment.trigger.condition is not None and assessment.trigger.condition.current
+    still_current = (
+        assessment.trigger.condition is not None and assessment.trigger.condition.current
+    )
     latest = grades[-1] if grades else None
     if elapsed >= t.tendon_transfer:
         if (latest is not None and latest.grade <= t.no_recovery_max_grade) or (
@@ -226,9 +231,7 @@ def escalation_stage(
     return None
 
 
-def plan_red_flags(
-    facts: Facts, flags: Sequence[RedFlag], now: datetime, t: Thresholds
-) -> Plan:
+def plan_red_flags(facts: Facts, flags: Sequence[RedFlag], now: datetime, t: Thresholds) -> Plan:
     """URGENT_EVAL only: one per distinct order, unless a same-code urgent request is recent."""
     suggest: list[str] = []
     existing: list[Existing] = []

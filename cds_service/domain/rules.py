@@ -68,7 +68,9 @@ def condition_triggers(facts: Facts, now: datetime) -> list[Trigger]:
                     side=c.side,
                     lo=c.onset_lo,
                     hi=c.onset_hi or now,
-                    verification=c.verification if c.verification in UNCERTAIN_VERIFICATION else None,
+                    verification=c.verification
+                    if c.verification in UNCERTAIN_VERIFICATION
+                    else None,
                     condition=c,
                 )
             )
@@ -101,7 +103,9 @@ def observation_triggers(
     out: list[Trigger] = []
     for f in facts.findings:
         if usable(f.side):
-            out.append(Trigger(f.ref, "finding", "Foot drop finding (Observation)", f.side, None, f.time))
+            out.append(
+                Trigger(f.ref, "finding", "Foot drop finding (Observation)", f.side, None, f.time)
+            )
     by_side: dict[str, list[GradeFact]] = {}
     for g in facts.grades:
         if g.side is not None:
@@ -174,7 +178,9 @@ def find_red_flags(
     both = [trig for trig in cond_triggers if trig.side == "bilateral" and trig.hi >= floor]
     if both:
         flags.append(
-            RedFlag("bilateral", _FLAG_ORDER["bilateral"], (both[0].ref,), (both[0].label,), both[0].hi)
+            RedFlag(
+                "bilateral", _FLAG_ORDER["bilateral"], (both[0].ref,), (both[0].label,), both[0].hi
+            )
         )
     else:
         lefts = [x for x in cond_triggers if x.side == "left" and x.hi >= floor]
@@ -400,9 +406,9 @@ def _links(facts: Facts, trig: Trigger, inj: InjectionFact) -> list[str]:
     out = []
     day_start = inj.time.replace(hour=0, minute=0, second=0, microsecond=0)
     for c in facts.conditions:
-        if "link-code" in c.valuesets and not c.refuted:
-            if c.onset_hi is None or c.onset_hi >= day_start:
-                out.append(c.label)
+        recent = c.onset_hi is None or c.onset_hi >= day_start
+        if "link-code" in c.valuesets and not c.refuted and recent:
+            out.append(c.label)
     if trig.condition is not None and inj.ref and inj.ref in trig.condition.evidence_refs:
         out.append(trig.label)
     return out
@@ -416,7 +422,9 @@ def _radiating(facts: Facts, trig: Trigger, inj: InjectionFact, t: Thresholds) -
         if c.onset_hi is None or c.onset_hi < inj.time:
             continue
         lo = c.onset_lo or c.onset_hi
-        if lo <= inj.time + t.radiating_pain_after_injection and sides_compatible(c.side, trig.side):
+        if lo <= inj.time + t.radiating_pain_after_injection and sides_compatible(
+            c.side, trig.side
+        ):
             out.append(c.label)
     return out
 
@@ -524,10 +532,8 @@ def assess_pair(
     )
 
 
-def best_assessment(
-    facts: Facts, triggers: Sequence[Trigger], t: Thresholds
-) -> Assessment | None:
-    """Every (trigger, injection) pair; the best kept (highest indicator, then closest injection)."""
+def best_assessment(facts: Facts, triggers: Sequence[Trigger], t: Thresholds) -> Assessment | None:
+    """Assess every (trigger, injection) pair; keep the highest indicator, then the closest."""
     best: tuple[tuple[object, ...], Assessment] | None = None
     for inj in facts.injections:
         candidates = [*triggers, *observation_triggers(facts, triggers, inj, t)]

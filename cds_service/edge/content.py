@@ -1,9 +1,9 @@
 """Load and validate the card content under ``cards/`` (YAML + Markdown) into a :class:`Content`.
 
-Used at application start-up and by ``cds-service check-content``. Every problem found (YAML syntax,
-JSON-Schema shape, unknown placeholder, missing template, bad threshold, malformed code entry ...) is
-collected and raised together in one :class:`ContentError`, so a clinical informaticist sees all of
-them in one run.
+Used at application start-up and by ``cds-service check-content``. Every problem found (YAML
+syntax, JSON-Schema shape, unknown placeholder, missing template, bad threshold, malformed code
+entry ...) is collected and raised together in one :class:`ContentError`, so a clinical
+informaticist sees all of them in one run.
 """
 
 from __future__ import annotations

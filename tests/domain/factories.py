@@ -187,8 +187,13 @@ def finding(when: str = "2025-06-12T09:00:00Z", side: str | None = "left", **val
     return r
 
 
-def device_request(code: str = "L1930", system: str = HCPCS, status: str = "active",
-                   authored: str = "2025-06-12T09:00:00Z", text: str | None = None) -> dict:
+def device_request(
+    code: str = "L1930",
+    system: str = HCPCS,
+    status: str = "active",
+    authored: str = "2025-06-12T09:00:00Z",
+    text: str | None = None,
+) -> dict:
     return {
         "resourceType": "DeviceRequest",
         "id": _id("dr"),
@@ -200,9 +205,15 @@ def device_request(code: str = "L1930", system: str = HCPCS, status: str = "acti
     }
 
 
-def service_request(code: str, system: str = SNOMED, status: str = "active", *,
-                    authored: str = "2025-06-12T09:00:00Z", occurrence: str | None = None,
-                    priority: str = "routine") -> dict:
+def service_request(
+    code: str,
+    system: str = SNOMED,
+    status: str = "active",
+    *,
+    authored: str = "2025-06-12T09:00:00Z",
+    occurrence: str | None = None,
+    priority: str = "routine",
+) -> dict:
     r: dict[str, Any] = {
         "resourceType": "ServiceRequest",
         "id": _id("sr"),

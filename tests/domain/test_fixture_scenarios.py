@@ -1,4 +1,4 @@
-"""Every patient-view fixture run straight through the engine (no Flask), against its expected outcome."""
+"""Every patient-view fixture run straight through the engine (no Flask) against its outcome."""
 
 from __future__ import annotations
 
@@ -37,7 +37,10 @@ def _run(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     request = fixture["request"]
     now = datetime.fromisoformat(fixture["evalTime"].replace("Z", "+00:00"))
     evaluation = evaluate_patient_view(
-        request["context"], flatten(request.get("prefetch")), content(), now,
+        request["context"],
+        flatten(request.get("prefetch")),
+        content(),
+        now,
         request["hookInstance"],
     )
     return fixture, evaluation.cards
@@ -73,7 +76,7 @@ def test_fixture_outcome(path: Path) -> None:
 
 @pytest.mark.parametrize("path", FIXTURES, ids=[p.stem for p in FIXTURES])
 def test_fixture_resources_are_valid_fhir(path: Path) -> None:
-    """Every resource the engine suggests for a fixture validates with the fhir.resources R4B models."""
+    """Every resource suggested for a fixture validates with the fhir.resources R4B models."""
     _, cards = _run(path)
     for card in cards:
         for suggestion in card.get("suggestions", []):

@@ -1,0 +1,161 @@
+"""Every code in cards/ checked offline: ICD-10-CM against the CMS table, SNOMED ids structurally.
+
+ICD-10-CM: ``simple_icd_10_cm`` bundles the CMS tabular (April 1 2026). SNOMED CT: the SCTID
+Verhoeff check digit and partition test of clinical.md Appendix A (catches typos, not meaning).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+import yaml
+
+with warnings.catch_warnings():
+    # simple-icd-10-cm 1.5 reads its bundled table with a deprecated importlib.resources call.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import simple_icd_10_cm as cm
+
+CARDS = Path(__file__).resolve().parent.parent / "cards"
+DOC = yaml.safe_load((CARDS / "valuesets.yaml").read_text("utf-8"))
+ORDERS = yaml.safe_load((CARDS / "orders.yaml").read_text("utf-8"))
+INACTIVE = {"UNVERIFIED", "REJECTED"}
+
+ENTRIES = [(name, entry) for name, body in DOC["valuesets"].items() for entry in body["codes"]]
+ACTIVE = [(name, e) for name, e in ENTRIES if e["status"] not in INACTIVE]
+ICD_ENTRIES = [(name, e) for name, e in ENTRIES if e["system"] == "icd10cm"]
+SNOMED_ACTIVE = [(name, e) for name, e in ACTIVE if e["system"] == "snomed"]
+
+_D = [
+    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+    [1, 2, 3, 4, 0, 6, 7, 8, 9, 5],
+    [2, 3, 4, 0, 1, 7, 8, 9, 5, 6],
+    [3, 4, 0, 1, 2, 8, 9, 5, 6, 7],
+    [4, 0, 1, 2, 3, 9, 5, 6, 7, 8],
+    [5, 9, 8, 7, 6, 0, 4, 3, 2, 1],
+    [6, 5, 9, 8, 7, 1, 0, 4, 3, 2],
+    [7, 6, 5, 9, 8, 2, 1, 0, 4, 3],
+    [8, 7, 6, 5, 9, 3, 2, 1, 0, 4],
+    [9, 8, 7, 6, 5, 4, 3, 2, 1, 0],
+]
+_P = [
+    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+    [1, 5, 7, 6, 2, 8, 3, 0, 9, 4],
+    [5, 8, 0, 3, 7, 9, 6, 1, 4, 2],
+    [8, 9, 1, 6, 0, 4, 3, 5, 2, 7],
+    [9, 4, 5, 3, 1, 2, 6, 8, 7, 0],
+    [4, 2, 8, 6, 5, 7, 3, 9, 0, 1],
+    [2, 7, 9, 3, 8, 0, 6, 4, 1, 5],
+    [7, 0, 4, 6, 9, 1, 3, 2, 5, 8],
+]
+
+
+def sctid_ok(s: str) -> bool:
+    """SCTID structure: digits, 6-18 long, Verhoeff check digit, concept partition 00 or 10."""
+    if not s.isdigit() or not 6 <= len(s) <= 18:
+        return False
+    c = 0
+    for i, ch in enumerate(reversed(s)):
+        c = _D[c][_P[i % 8][int(ch)]]
+    return c == 0 and s[-3:-1] in ("00", "10")
+
+
+def _id(item: tuple[str, dict]) -> str:
+    return f"{item[0]}:{item[1]['code']}"
+
+
+def test_sctid_check_itself():
+    """The Appendix A check accepts 306170007 and rejects 306184000 and 46968001."""
+    assert sctid_ok("306170007")
+    assert not sctid_ok("306184000") and not sctid_ok("46968001")
+
+
+@pytest.mark.parametrize("item", ICD_ENTRIES, ids=_id)
+def test_icd_code_is_in_the_cms_table(item):
+    """Every ICD-10-CM code (prefix categories included) is a valid item of the CMS tabular."""
+    _, entry = item
+    assert cm.is_valid_item(entry["code"]), entry["code"]
+
+
+@pytest.mark.parametrize("item", ICD_ENTRIES, ids=_id)
+def test_icd_laterality_agrees_with_cms_description(item):
+    """Laterality in the file is exactly the side the official CMS description names."""
+    _, entry = item
+    words = cm.get_description(entry["code"]).lower().replace(",", " ").split()
+    if "bilateral" in words:
+        side = "bilateral"
+    elif "right" in words and "left" not in words:
+        side = "right"
+    elif "left" in words and "right" not in words:
+        side = "left"
+    else:
+        side = None
+    assert entry.get("laterality") == side, cm.get_description(entry["code"])
+
+
+@pytest.mark.parametrize("item", ICD_ENTRIES, ids=_id)
+def test_icd_prefix_only_on_categories(item):
+    """Prefix matching is declared only on non-leaf categories; exact codes are billable leaves."""
+    _, entry = item
+    if entry.get("match") == "prefix":
+        assert not cm.is_leaf(entry["code"]) or entry["code"] in ("G61.0",), entry["code"]
+    else:
+        assert cm.is_leaf(entry["code"]), f"{entry['code']} is a category: use match: prefix"
+
+
+@pytest.mark.parametrize("item", SNOMED_ACTIVE, ids=_id)
+def test_snomed_id_structure(item):
+    """Every active SNOMED CT id passes the Verhoeff check digit and partition test."""
+    assert sctid_ok(item[1]["code"]), item[1]["code"]
+
+
+def test_emitted_order_codes_are_valid_snomed():
+    """Every SNOMED code the service emits passes the structural check; none is rejected."""
+    for order in ORDERS.values():
+        if order["code"]["system"] == "snomed":
+            assert sctid_ok(order["code"]["code"]), order["code"]
+
+
+def test_rejected_and_unverified_codes_never_act():
+    """306184000, 46968001 and 25604001 are not active codes anywhere (triggers or orders)."""
+    active = {e["code"] for _, e in ACTIVE}
+    emitted = {o["code"]["code"] for o in ORDERS.values()}
+    for code in ("306184000", "46968001", "25604001"):
+        assert code not in active and code not in emitted
+    for _, entry in ENTRIES:
+        if entry["status"] == "REJECTED":
+            assert not sctid_ok(entry["code"]) or entry["system"] != "snomed"
+
+
+def test_provisional_codes_need_corroboration_words():
+    """Every PROVISIONAL code declares the words that corroborate it (R0)."""
+    for _, entry in ENTRIES:
+        if entry["status"] == "PROVISIONAL":
+            assert entry.get("corroborate"), entry["code"]
+
+
+def test_ankle_braces_not_in_afo_dedup_set():
+    """L1902 and L1906 (ankle-only) are not in the AFO de-duplication set (R8)."""
+    dedup = {e["code"] for e in DOC["valuesets"]["afo-existing"]["codes"]}
+    assert "L1902" not in dedup and "L1906" not in dedup
+    assert "L1930" in dedup and "L1900" in dedup
+    assert all("L1900" <= code <= "L1990" for code in dedup)
+
+
+def test_trigger_set_has_no_context_only_codes():
+    """G57.9x and 128189008 are context only, never triggers (R1)."""
+    triggers = {e["code"] for e in DOC["valuesets"]["footdrop-trigger"]["codes"]}
+    assert not {"G57.9", "G57.90", "G57.91", "G57.92", "128189008"} & triggers
+
+
+def test_drug_induced_retention_is_not_a_red_flag():
+    """R33.0 is not in the cauda-equina red-flag set."""
+    codes = {e["code"] for e in DOC["valuesets"]["red-flag-cauda-equina"]["codes"]}
+    assert "R33.0" not in codes and {"R33.8", "R33.9"} <= codes
+
+
+def test_ms_matches_by_prefix():
+    """FY2026: G35 is a category, so MS is matched by prefix."""
+    (entry,) = [e for e in DOC["valuesets"]["competing-ms"]["codes"] if e["code"] == "G35"]
+    assert entry["match"] == "prefix" and not cm.is_leaf("G35")
