@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.code_checks import sctid_ok
+
 with warnings.catch_warnings():
     # simple-icd-10-cm 1.5 reads its bundled table with a deprecated importlib.resources call.
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -26,39 +28,6 @@ ENTRIES = [(name, entry) for name, body in DOC["valuesets"].items() for entry in
 ACTIVE = [(name, e) for name, e in ENTRIES if e["status"] not in INACTIVE]
 ICD_ENTRIES = [(name, e) for name, e in ENTRIES if e["system"] == "icd10cm"]
 SNOMED_ACTIVE = [(name, e) for name, e in ACTIVE if e["system"] == "snomed"]
-
-_D = [
-    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
-    [1, 2, 3, 4, 0, 6, 7, 8, 9, 5],
-    [2, 3, 4, 0, 1, 7, 8, 9, 5, 6],
-    [3, 4, 0, 1, 2, 8, 9, 5, 6, 7],
-    [4, 0, 1, 2, 3, 9, 5, 6, 7, 8],
-    [5, 9, 8, 7, 6, 0, 4, 3, 2, 1],
-    [6, 5, 9, 8, 7, 1, 0, 4, 3, 2],
-    [7, 6, 5, 9, 8, 2, 1, 0, 4, 3],
-    [8, 7, 6, 5, 9, 3, 2, 1, 0, 4],
-    [9, 8, 7, 6, 5, 4, 3, 2, 1, 0],
-]
-_P = [
-    [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
-    [1, 5, 7, 6, 2, 8, 3, 0, 9, 4],
-    [5, 8, 0, 3, 7, 9, 6, 1, 4, 2],
-    [8, 9, 1, 6, 0, 4, 3, 5, 2, 7],
-    [9, 4, 5, 3, 1, 2, 6, 8, 7, 0],
-    [4, 2, 8, 6, 5, 7, 3, 9, 0, 1],
-    [2, 7, 9, 3, 8, 0, 6, 4, 1, 5],
-    [7, 0, 4, 6, 9, 1, 3, 2, 5, 8],
-]
-
-
-def sctid_ok(s: str) -> bool:
-    """SCTID structure: digits, 6-18 long, Verhoeff check digit, concept partition 00 or 10."""
-    if not s.isdigit() or not 6 <= len(s) <= 18:
-        return False
-    c = 0
-    for i, ch in enumerate(reversed(s)):
-        c = _D[c][_P[i % 8][int(ch)]]
-    return c == 0 and s[-3:-1] in ("00", "10")
 
 
 def _id(item: tuple[str, dict]) -> str:
