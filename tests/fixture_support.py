@@ -101,3 +101,96 @@ def check_outcome(fixture: dict[str, Any], body: dict[str, Any]) -> None:
         assert occurrence_date(emg[0]) >= expected["emgNotBefore"]
     for phrase in expected.get("detailIncludes", []):
         assert phrase.lower() in card.get("detail", "").lower(), phrase
+
+
+# --- prevention services (order-select / order-sign) -----------------------------------------
+
+PREVENTION_SERVICES = {
+    "order-select": "im-injection-site-select",
+    "order-sign": "im-injection-site-sign",
+}
+ORDER_SELECT_FIXTURES = sorted((ROOT / "fixtures" / "order-select").glob("*.json"))
+ORDER_SIGN_FIXTURES = sorted((ROOT / "fixtures" / "order-sign").glob("*.json"))
+PREVENTION_FIXTURES = ORDER_SELECT_FIXTURES + ORDER_SIGN_FIXTURES
+ACTSITE = "http://terminology.hl7.org/CodeSystem/v3-ActSite"
+#: Risk-factor key -> the bold label its line starts with on the card.
+RISK_MARKERS = {
+    "child": "**Child**",
+    "older": "**Older patient**",
+    "underweight": "**Underweight**",
+    "anticoagulated": "**Anticoagulated**",
+}
+
+
+def draft_orders(fixture: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The fixture's draft orders by reference ("MedicationRequest/<id>")."""
+    bundle = fixture["request"]["context"]["draftOrders"]
+    return {
+        f"{e['resource']['resourceType']}/{e['resource']['id']}": e["resource"]
+        for e in bundle.get("entry", [])
+    }
+
+
+def _without_sites(resource: dict[str, Any]) -> dict[str, Any]:
+    copy = json.loads(json.dumps(resource))
+    copy.pop("site", None)
+    for dosage in copy.get("dosageInstruction", []):
+        dosage.pop("site", None)
+    return copy
+
+
+def update_site_codes(resource: dict[str, Any]) -> list[str]:
+    """The v3-ActSite codes an updated draft carries (its Immunization site or dosage sites)."""
+    concepts = [resource["site"]] if "site" in resource else []
+    concepts += [d["site"] for d in resource.get("dosageInstruction", []) if "site" in d]
+    return sorted(
+        {c["code"] for concept in concepts for c in concept["coding"] if c["system"] == ACTSITE}
+    )
+
+
+def check_prevention_outcome(fixture: dict[str, Any], body: dict[str, Any]) -> None:
+    """One card per expected order, in draft order, each exactly as the fixture expects.
+
+    Every card names its order (reference in the detail, medication in the summary); every
+    suggestion is an ``update`` of that very draft that validates with fhir.resources R4B, keeps
+    its id and status and differs from it only in the injection site.
+    """
+    expected = fixture["expected"]["cards"]
+    cards = body["cards"]
+    assert len(cards) == len(expected), [c["summary"] for c in cards]
+    drafts = draft_orders(fixture)
+    for want, card in zip(expected, cards, strict=True):
+        draft = drafts[want["order"]]
+        summary, detail = card["summary"], card["detail"]
+        assert card["indicator"] == want["indicator"], summary
+        assert want["order"] in detail, "the card names the order it is about"
+        assert len(summary) < 140 and not summary.endswith("…"), summary
+        medication = (draft.get("medicationCodeableConcept") or draft.get("vaccineCode") or {}).get(
+            "text", ""
+        )
+        assert medication.split()[0] in summary, summary
+        targets: list[str] = []
+        for suggestion in card.get("suggestions", []):
+            (action,) = suggestion["actions"]
+            assert action["type"] == "update"
+            resource = action["resource"]
+            problem = fhir_problems(resource)
+            assert problem is None, problem
+            assert resource["resourceType"] == draft["resourceType"]
+            assert resource["id"] == draft["id"]
+            assert resource.get("status") == draft.get("status")
+            assert _without_sites(resource) == _without_sites(draft)
+            assert want["order"] in action["description"]
+            targets += update_site_codes(resource)
+        assert targets == want["updateSites"], summary
+        if targets:
+            assert card["selectionBehavior"] == "at-most-one"
+            assert sum(bool(s.get("isRecommended")) for s in card["suggestions"]) <= 1
+        else:
+            assert "suggestions" not in card
+        for key, marker in RISK_MARKERS.items():
+            assert (marker in detail) == (key in want.get("riskFactors", [])), (key, summary)
+        for phrase in want.get("detailIncludes", []):
+            assert phrase.lower() in detail.lower(), phrase
+        for phrase in want.get("summaryIncludes", []):
+            assert phrase.lower() in summary.lower(), phrase

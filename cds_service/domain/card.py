@@ -70,12 +70,14 @@ def _is_child(facts: Facts, now: datetime, content: Content) -> bool:
     return age is not None and age < content.thresholds.child_age
 
 
-def _tidy(markdown: str) -> str:
+def tidy(markdown: str) -> str:
+    """Markdown without trailing spaces and with at most one blank line in a row."""
     lines = [line.rstrip() for line in markdown.strip().splitlines()]
     return _BLANKS.sub("\n\n", "\n".join(lines)).strip()
 
 
-def _summary(text: str) -> str:
+def clip_summary(text: str) -> str:
+    """One line, cut with "…" to fit the CDS Hooks limit (< 140 characters)."""
     text = " ".join(text.split())
     return text if len(text) <= SUMMARY_MAX else text[: SUMMARY_MAX - 1].rstrip() + "…"
 
@@ -215,8 +217,8 @@ def _card(
 ) -> dict[str, Any]:
     card: dict[str, Any] = {
         "uuid": make_uuid(hook_instance, "card"),
-        "summary": _summary(summary),
-        "detail": _tidy(detail),
+        "summary": clip_summary(summary),
+        "detail": tidy(detail),
         "indicator": indicator,
         "source": {k: v for k, v in content.source.items() if v},
     }

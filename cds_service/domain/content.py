@@ -77,12 +77,20 @@ VALUESETS: tuple[str, ...] = (
     "nerve-surgery-existing",
     "orthopaedic-existing",
     "neurology-existing",
+    "bmi",
+    "prevention-target-site",
     "not-for-use",
 )
 SYSTEM_ALIASES_REQUIRED = ("snomed", "icd10cm", "hcpcs", "cpt", "v3-route", "v3-actsite", "local")
 SITE_CLASSES = frozenset({"gluteal", "ventrogluteal", "thigh", "vastus_lateralis", "upper_limb"})
 
-_UNIT_KIND = {"hours": "time", "days": "time", "years": "age", "grades": "grades"}
+_UNIT_KIND = {
+    "hours": "time",
+    "days": "time",
+    "years": "age",
+    "grades": "grades",
+    "kg/m2": "bmi",
+}
 #: Threshold name -> unit kind.
 THRESHOLDS: dict[str, str] = {
     "immediate_window": "time",
@@ -110,6 +118,10 @@ THRESHOLDS: dict[str, str] = {
     "anticoagulant_before_injection": "time",
     "lookback": "time",
     "child_age": "age",
+    "older_adult_age": "age",
+    "bmi_adult_age": "age",
+    "underweight_bmi": "bmi",
+    "bmi_recent": "time",
 }
 
 #: Template file (without .md) -> placeholders it may use.
@@ -167,6 +179,31 @@ TEMPLATES: dict[str, frozenset[str]] = {
         "why-compartment": (),
         "why-haematoma": (),
         "why-progression": (),
+        # prevention at the point of ordering (order-select / order-sign)
+        "prevention-summary-info": ("medication", "site", "target"),
+        "prevention-summary-affected": ("medication", "site", "side"),
+        "prevention-summary-neuropathy": ("medication", "site", "neuropathy"),
+        "prevention-detail": ("lead", "order", "why", "recommendation", "risks", "evidence"),
+        "prevention-order": ("noun", "medication", "dose", "ref", "route", "site"),
+        "prevention-why-dorsogluteal": (),
+        "prevention-why-buttock": (),
+        "prevention-why-no-site": (),
+        "prevention-why-uncoded-site": ("text",),
+        "prevention-why-ventrogluteal": (),
+        "prevention-neuropathy-affected": ("finding", "side"),
+        "prevention-neuropathy-other": ("finding", "side"),
+        "prevention-neuropathy-order-side-unknown": ("finding", "side"),
+        "prevention-neuropathy-both": ("finding",),
+        "prevention-recommendation": ("target", "codes"),
+        "prevention-recommendation-neuropathy": ("target", "codes"),
+        "prevention-recommendation-no-gluteal": (),
+        "prevention-risk-child": ("age", "threshold"),
+        "prevention-risk-older": ("age", "threshold"),
+        "prevention-risk-underweight": ("bmi", "date", "threshold"),
+        "prevention-risk-anticoagulated": ("what",),
+        "prevention-risk-none": ("child", "older", "bmi"),
+        "prevention-risk-unknown": ("what",),
+        "prevention-evidence": (),
     }.items()
 }
 
@@ -207,6 +244,35 @@ PHRASES: dict[str, frozenset[str]] = {
         "severity-normal": (),
         "im-definite": (),
         "im-probable": (),
+        # prevention cards
+        "prevention-site-gluteal": ("side",),
+        "prevention-site-ventrogluteal": ("side",),
+        "prevention-site-buttock": (),
+        "prevention-site-none": (),
+        "prevention-site-uncoded": (),
+        "prevention-site-detail-none": (),
+        "prevention-site-detail-uncoded": ("label",),
+        "prevention-site-text": ("side",),
+        "prevention-target-one": ("side",),
+        "prevention-target-either": (),
+        "prevention-noun-injection": (),
+        "prevention-noun-vaccination": (),
+        "prevention-route-text": ("text",),
+        "prevention-route-site-only": (),
+        "prevention-dose-none": (),
+        "prevention-medication-unnamed": (),
+        "prevention-leg-left": (),
+        "prevention-leg-right": (),
+        "prevention-leg-bilateral": (),
+        "prevention-leg-unknown": (),
+        "prevention-finding": ("condition", "side", "basis"),
+        "prevention-basis-assessment": ("injection", "date"),
+        "prevention-basis-link": ("link",),
+        "prevention-basis-evidence": ("reference",),
+        "prevention-suggestion-label": ("target", "code"),
+        "prevention-suggestion-description": ("ref", "target", "code"),
+        "prevention-unknown-age": (),
+        "prevention-unknown-bmi": ("days",),
     }.items()
 }
 
@@ -267,6 +333,10 @@ class Thresholds:
     anticoagulant_before_injection: timedelta
     lookback: timedelta
     child_age: int
+    older_adult_age: int
+    bmi_adult_age: int
+    underweight_bmi: float
+    bmi_recent: timedelta
     vastus_lateralis_site: str = "none"
 
 
@@ -289,6 +359,15 @@ class OrderSpec:
 
 
 @dataclass(frozen=True)
+class Framing:
+    """Source, links and override reasons of one family of cards (card.yaml)."""
+
+    source: Mapping[str, Any]
+    links: tuple[Mapping[str, Any], ...] = ()
+    override_reasons: tuple[Mapping[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
 class Content:
     """Everything the engine reads from ``cards/``."""
 
@@ -301,6 +380,7 @@ class Content:
     links: tuple[Mapping[str, Any], ...]
     override_reasons: tuple[Mapping[str, Any], ...]
     anticoagulant_names: tuple[str, ...]
+    prevention: Framing = field(default_factory=lambda: Framing(source={}))
 
     def text(self, name: str, **values: object) -> str:
         """Render the Markdown template ``cards/templates/<name>.md``."""
@@ -435,6 +515,8 @@ def _thresholds(doc: Mapping[str, Any], problems: list[str]) -> Thresholds | Non
             values[name] = timedelta(hours=value)
         elif unit == "days":
             values[name] = timedelta(days=value)
+        elif unit == "kg/m2":
+            values[name] = float(value)
         elif float(value) != int(value):
             problems.append(f"{where}: {unit} must be a whole number")
             continue
@@ -462,6 +544,10 @@ def _thresholds(doc: Mapping[str, Any], problems: list[str]) -> Thresholds | Non
     for grade in ("mrc_trigger_max", "early_referral_max_grade", "no_recovery_max_grade"):
         if values[grade] > 5:
             problems.append(f"thresholds.yaml: {grade} must be an MRC grade 0-5")
+    if values["child_age"] > values["older_adult_age"]:
+        problems.append("thresholds.yaml: child_age must not be above older_adult_age")
+    if not 10 <= values["underweight_bmi"] <= 30:
+        problems.append("thresholds.yaml: underweight_bmi must be a BMI between 10 and 30 kg/m2")
     if problems:
         return None
     return Thresholds(**values, vastus_lateralis_site=vastus)
@@ -621,6 +707,8 @@ def build_content(
             problems.append(f"card.yaml: override_reasons[{i}] needs system, code and display")
 
     order_specs = _orders(orders, index, problems)
+    prevention = _framing("card.yaml: prevention", card.get("prevention"), problems)
+    problems.extend(_target_site_problems(index))
 
     if problems or limits is None:
         raise ContentError(problems or ["thresholds.yaml: invalid"])
@@ -634,4 +722,48 @@ def build_content(
         links=tuple(dict(link) for link in links),
         override_reasons=tuple(dict(r) for r in reasons),
         anticoagulant_names=tuple(n.strip().lower() for n in names),
+        prevention=prevention,
     )
+
+
+def _framing(where: str, raw: object, problems: list[str]) -> Framing:
+    """Source, links and override reasons of a card family; problems are appended."""
+    if not isinstance(raw, Mapping):
+        problems.append(f"{where}: source, links and override_reasons are required")
+        return Framing(source={})
+    source = raw.get("source")
+    if not isinstance(source, Mapping) or not source.get("label"):
+        problems.append(f"{where}.source.label is required")
+        source = {}
+    links = raw.get("links") or []
+    reasons = raw.get("override_reasons") or []
+    if not isinstance(reasons, list) or not reasons:
+        problems.append(f"{where}.override_reasons: at least one reason is required")
+        reasons = []
+    for i, reason in enumerate(reasons):
+        if not isinstance(reason, Mapping) or not all(
+            isinstance(reason.get(k), str) and reason.get(k) for k in ("system", "code", "display")
+        ):
+            problems.append(f"{where}.override_reasons[{i}] needs system, code and display")
+    return Framing(
+        source=dict(source),
+        links=tuple(dict(link) for link in links if isinstance(link, Mapping)),
+        override_reasons=tuple(dict(r) for r in reasons if isinstance(r, Mapping)),
+    )
+
+
+def _target_site_problems(index: CodeIndex) -> list[str]:
+    """The prevention target sites: exactly one left and one right v3-ActSite site (LVG / RVG)."""
+    entries = index.codes_of("prevention-target-site")
+    sides = sorted(e.laterality or "none" for e in entries)
+    problems = []
+    if sides != ["left", "right"]:
+        problems.append(
+            "valuesets.yaml: prevention-target-site needs exactly one left and one right site"
+        )
+    for entry in entries:
+        if entry.system != "v3-actsite":
+            problems.append(
+                f"valuesets.yaml: prevention-target-site: {entry.code} must be a v3-actsite code"
+            )
+    return problems

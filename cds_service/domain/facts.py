@@ -59,7 +59,7 @@ SERVICE_REQUEST_SETS = frozenset(
         "neurology-existing",
     }
 )
-OBSERVATION_SETS = frozenset({"footdrop-finding", "mrc-dorsiflexion"})
+OBSERVATION_SETS = frozenset({"footdrop-finding", "mrc-dorsiflexion", "bmi"})
 DEVICE_SETS = frozenset({"afo-existing", "ankle-brace"})
 ROUTE_SETS = frozenset({"route-im", "route-non-im"})
 SITE_SETS = frozenset({"injection-site"})
@@ -68,6 +68,9 @@ UNCERTAIN_VERIFICATION = frozenset({"unconfirmed", "provisional", "differential"
 CURRENT_CLINICAL = frozenset({"active", "recurrence", "relapse"})
 FINAL_OBSERVATION = frozenset({"final", "amended", "corrected"})
 ROUTE_SYSTEMS = frozenset({"snomed", "v3-route"})
+#: UCUM code (and common unit spellings) of a body mass index value.
+BMI_UNITS = frozenset({"kg/m2", "kg/m^2", "kg/m²"})
+ACTIVE_MEDICATION_REQUEST = frozenset({"active"})
 
 
 # --- facts ------------------------------------------------------------------------------------
@@ -127,6 +130,15 @@ class FindingFact:
 
 
 @dataclass(frozen=True, slots=True)
+class BmiFact:
+    """A body mass index measurement (Observation LOINC 39156-5, kg/m2)."""
+
+    ref: str
+    time: datetime
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
 class OrderFact:
     """An existing DeviceRequest, ServiceRequest or EMG/NCS Procedure."""
 
@@ -172,6 +184,8 @@ class Facts:
     appointments: list[AppointmentFact] = field(default_factory=list)
     hip_procedures: list[HipProcedureFact] = field(default_factory=list)
     anticoagulant_times: list[tuple[datetime, str]] = field(default_factory=list)
+    anticoagulant_orders: list[tuple[str, str]] = field(default_factory=list)  # (ref, drug)
+    bmi: list[BmiFact] = field(default_factory=list)
     read: int = 0
     skipped: int = 0
 
@@ -193,7 +207,7 @@ def _status_code(concept: object) -> str | None:
     return None
 
 
-def _concept_text(concept: object, matches: Sequence[Match] = ()) -> str:
+def concept_text(concept: object, matches: Sequence[Match] = ()) -> str:
     if isinstance(concept, Mapping):
         text = concept.get("text")
         if isinstance(text, str) and text.strip():
@@ -209,7 +223,7 @@ def _label(concept: object, matches: Sequence[Match]) -> str:
     if matches:
         m = matches[0]
         return f"{m.display} ({m.code})"
-    return _concept_text(concept) or "unnamed"
+    return concept_text(concept) or "unnamed"
 
 
 def _concepts(value: object) -> Iterable[Mapping[str, object]]:
@@ -231,7 +245,7 @@ def _side_of_sites(codes: CodeIndex, value: object) -> tuple[str | None, bool, s
     text_parts: list[str] = []
     for concept in _concepts(value):
         has_site = True
-        text_parts.append(_concept_text(concept).lower())
+        text_parts.append(concept_text(concept).lower())
         for match in codes.match_concept(concept, SIDE_SETS):
             if match.entry.laterality:
                 sides.add(match.entry.laterality)
@@ -253,7 +267,7 @@ def _refs(items: object) -> frozenset[str]:
     return frozenset(out)
 
 
-def _other_patient(resource: Mapping[str, object], key: str, patient_id: str) -> bool:
+def other_patient(resource: Mapping[str, object], key: str, patient_id: str) -> bool:
     subject = resource.get(key)
     if not isinstance(subject, Mapping):
         return False
@@ -261,6 +275,66 @@ def _other_patient(resource: Mapping[str, object], key: str, patient_id: str) ->
     if not isinstance(ref, str) or "Patient/" not in ref:
         return False
     return ref.rsplit("Patient/", 1)[1].split("/", 1)[0] != patient_id
+
+
+def injection_site(codes: CodeIndex, value: object) -> tuple[str | None, str | None, str | None]:
+    """(site class, side, label) of an injection site concept (or list of them).
+
+    The first concept decides: a coded site of the ``injection-site`` value set gives its class
+    and side; an uncoded one gives only its text as the label; no site gives three Nones.
+    """
+    for concept in _concepts(value):
+        for match in codes.match_concept(concept, SITE_SETS):
+            return match.entry.site_class, match.entry.laterality, match.display
+        text = concept_text(concept)
+        return None, None, text or None
+    return None, None, None
+
+
+def classify_route(codes: CodeIndex, route: object) -> str | None:
+    """'im', 'not-im' or None (no coded route) for a route CodeableConcept (R2)."""
+    if not isinstance(route, Mapping):
+        return None
+    matches = codes.match_concept(route, ROUTE_SETS)
+    if any(m.entry.valueset == "route-im" for m in matches):
+        return "im"
+    if matches:
+        return "not-im"
+    for coding in route.get("coding") or ():
+        if isinstance(coding, Mapping) and codes.alias(coding.get("system")) in ROUTE_SYSTEMS:
+            return "not-im"  # a coded route that is not intramuscular
+    return None
+
+
+def says_im(*texts: object) -> bool:
+    """True when a free text says the route is intramuscular ("IM", "intramuscular")."""
+    for text in texts:
+        if isinstance(text, str):
+            low = text.lower()
+            if "intramuscular" in low:
+                return True
+            words = low.replace(",", " ").replace(".", " ").replace("/", " ").split()
+            if "im" in words:
+                return True
+    return False
+
+
+def medication_name(resource: Mapping[str, object]) -> str | None:
+    """The medication's text of a MedicationRequest / MedicationAdministration, if any."""
+    name = concept_text(resource.get("medicationCodeableConcept"))
+    if not name:
+        reference = resource.get("medicationReference")
+        if isinstance(reference, Mapping) and isinstance(reference.get("display"), str):
+            name = reference["display"].strip()
+    return name or None
+
+
+def names_anticoagulant(content: Content, text: str | None) -> bool:
+    """True when ``text`` (a medication's text or display) names a configured anticoagulant."""
+    if not text:
+        return False
+    low = text.lower()
+    return any(name in low for name in content.anticoagulant_names)
 
 
 # --- per resource type ------------------------------------------------------------------------
@@ -315,7 +389,7 @@ class _Extractor:
     def condition(self, r: Mapping[str, object]) -> None:
         code = r.get("code")
         matches = self.codes.match_concept(code, CONDITION_SETS)
-        if not matches or _other_patient(r, "subject", self.patient_id):
+        if not matches or other_patient(r, "subject", self.patient_id):
             return
         verification = _status_code(r.get("verificationStatus"))
         clinical = _status_code(r.get("clinicalStatus"))
@@ -385,7 +459,7 @@ class _Extractor:
                 onset_hi=hi,
                 has_onset=has_onset,
                 side=side,
-                site_text=site_text + " " + _concept_text(code).lower(),
+                site_text=site_text + " " + concept_text(code).lower(),
                 has_site=has_site,
                 evidence_refs=frozenset(evidence),
             )
@@ -395,9 +469,12 @@ class _Extractor:
     def observation(self, r: Mapping[str, object]) -> None:
         code = r.get("code")
         matches = self.codes.match_concept(code, OBSERVATION_SETS)
-        if not matches or _other_patient(r, "subject", self.patient_id):
+        if not matches or other_patient(r, "subject", self.patient_id):
             return
         if r.get("status") not in FINAL_OBSERVATION:
+            return
+        if all(m.entry.valueset == "bmi" for m in matches):
+            self._bmi(r)
             return
         time = self._observation_time(r)
         if time is None:
@@ -431,6 +508,25 @@ class _Extractor:
         if present and time >= self.oldest:
             self.facts.findings.append(FindingFact(_ref(r), time, side))
 
+    def _bmi(self, r: Mapping[str, object]) -> None:
+        """A BMI in kg/m2 (prevention risk factor); an unreadable one is ignored, never fatal.
+
+        Ignoring rather than counting it as skipped keeps the patient-view counts unchanged when a
+        client sends vital signs the foot-drop rules do not read.
+        """
+        quantity = r.get("valueQuantity")
+        if not isinstance(quantity, Mapping):
+            return
+        value = quantity.get("value")
+        units = {quantity.get("code"), quantity.get("unit")} - {None}
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            return
+        if not units or not any(isinstance(u, str) and u.lower() in BMI_UNITS for u in units):
+            return
+        time = self._observation_time(r)
+        if time is not None and self.oldest <= time <= self.now:
+            self.facts.bmi.append(BmiFact(_ref(r), time, float(value)))
+
     @staticmethod
     def _observation_time(r: Mapping[str, object]) -> datetime | None:
         if "effectiveDateTime" in r:
@@ -444,49 +540,18 @@ class _Extractor:
 
     # Injections ---------------------------------------------------------------------------
     def _site(self, value: object) -> tuple[str | None, str | None, str | None]:
-        for concept in _concepts(value):
-            for match in self.codes.match_concept(concept, SITE_SETS):
-                return match.entry.site_class, match.entry.laterality, match.display
-            text = _concept_text(concept)
-            return None, None, text or None
-        return None, None, None
+        return injection_site(self.codes, value)
 
     def _route(self, route: object) -> str | None:
-        """'im', 'not-im' or None (no coded route)."""
-        if not isinstance(route, Mapping):
-            return None
-        matches = self.codes.match_concept(route, ROUTE_SETS)
-        if any(m.entry.valueset == "route-im" for m in matches):
-            return "im"
-        if matches:
-            return "not-im"
-        for coding in route.get("coding") or ():
-            if (
-                isinstance(coding, Mapping)
-                and self.codes.alias(coding.get("system")) in ROUTE_SYSTEMS
-            ):
-                return "not-im"  # a coded route that is not intramuscular
-        return None
+        return classify_route(self.codes, route)
 
     @staticmethod
     def _says_im(*texts: object) -> bool:
-        for text in texts:
-            if isinstance(text, str):
-                low = text.lower()
-                if "intramuscular" in low:
-                    return True
-                words = low.replace(",", " ").replace(".", " ").replace("/", " ").split()
-                if "im" in words:
-                    return True
-        return False
+        return says_im(*texts)
 
     def _anticoagulant(self, r: Mapping[str, object], drug: str | None, time: datetime) -> None:
-        if drug:
-            low = drug.lower()
-            for name in self.content.anticoagulant_names:
-                if name in low:
-                    self.facts.anticoagulant_times.append((time, drug))
-                    return
+        if drug and names_anticoagulant(self.content, drug):
+            self.facts.anticoagulant_times.append((time, drug))
 
     def _injection(
         self,
@@ -532,12 +597,12 @@ class _Extractor:
         )
 
     def medication_administration(self, r: Mapping[str, object]) -> None:
-        if r.get("status") != "completed" or _other_patient(r, "subject", self.patient_id):
+        if r.get("status") != "completed" or other_patient(r, "subject", self.patient_id):
             return
         dosage = r.get("dosage")
         dosage = dosage if isinstance(dosage, Mapping) else {}
         medication = r.get("medicationCodeableConcept")
-        drug = _concept_text(medication) or None
+        drug = concept_text(medication) or None
         if "effectiveDateTime" in r:
             when = parse_interval(r.get("effectiveDateTime"))
         else:
@@ -569,9 +634,9 @@ class _Extractor:
         )
 
     def immunization(self, r: Mapping[str, object]) -> None:
-        if r.get("status") != "completed" or _other_patient(r, "patient", self.patient_id):
+        if r.get("status") != "completed" or other_patient(r, "patient", self.patient_id):
             return
-        vaccine = _concept_text(r.get("vaccineCode")) or None
+        vaccine = concept_text(r.get("vaccineCode")) or None
         route = r.get("route")
         route_text = (route.get("text") if isinstance(route, Mapping) else None,)
         when = parse_interval(r.get("occurrenceDateTime"))
@@ -589,7 +654,7 @@ class _Extractor:
     def procedure(self, r: Mapping[str, object]) -> None:
         code = r.get("code")
         matches = self.codes.match_concept(code, PROCEDURE_SETS)
-        if not matches or _other_patient(r, "subject", self.patient_id):
+        if not matches or other_patient(r, "subject", self.patient_id):
             return
         status = r.get("status")
         if status == "entered-in-error":
@@ -652,10 +717,20 @@ class _Extractor:
                 self.facts.skipped += 1
 
     # Orders -------------------------------------------------------------------------------
+    def medication_request(self, r: Mapping[str, object]) -> None:
+        """An active order for an anticoagulant (by name, §1.2 B): a prevention risk factor."""
+        if r.get("status") not in ACTIVE_MEDICATION_REQUEST:
+            return
+        if other_patient(r, "subject", self.patient_id):
+            return
+        drug = medication_name(r)
+        if drug and names_anticoagulant(self.content, drug):
+            self.facts.anticoagulant_orders.append((_ref(r), drug))
+
     def device_request(self, r: Mapping[str, object]) -> None:
         concept = r.get("codeCodeableConcept")
         matches = self.codes.match_concept(concept, DEVICE_SETS)
-        text = _concept_text(concept).lower() if isinstance(concept, Mapping) else ""
+        text = concept_text(concept).lower() if isinstance(concept, Mapping) else ""
         says_afo = (
             "ankle foot orthosis" in text
             or "ankle-foot orthosis" in text
@@ -663,7 +738,7 @@ class _Extractor:
         )
         if not matches and not says_afo:
             return
-        if _other_patient(r, "subject", self.patient_id):
+        if other_patient(r, "subject", self.patient_id):
             return
         sets = frozenset(m.entry.valueset for m in matches)
         authored = parse_interval(r.get("authoredOn"))
@@ -684,7 +759,7 @@ class _Extractor:
     def service_request(self, r: Mapping[str, object]) -> None:
         code = r.get("code")
         matches = self.codes.match_concept(code, SERVICE_REQUEST_SETS)
-        if not matches or _other_patient(r, "subject", self.patient_id):
+        if not matches or other_patient(r, "subject", self.patient_id):
             return
         authored = parse_interval(r.get("authoredOn"))
         if "occurrenceDateTime" in r:
@@ -739,6 +814,7 @@ class _Extractor:
         "Condition": condition,
         "Observation": observation,
         "MedicationAdministration": medication_administration,
+        "MedicationRequest": medication_request,
         "Immunization": immunization,
         "Procedure": procedure,
         "DeviceRequest": device_request,
@@ -755,4 +831,24 @@ def extract_facts(
     for resource in resources:
         extractor.add(resource)
     extractor._finish_cpt()
-    return extractor.facts
+    return _in_canonical_order(extractor.facts)
+
+
+def _in_canonical_order(facts: Facts) -> Facts:
+    """Sort every fact list by a stable key, so no rule can depend on the order of the prefetch."""
+    for name in (
+        "conditions",
+        "injections",
+        "not_im",
+        "grades",
+        "findings",
+        "orders",
+        "appointments",
+        "hip_procedures",
+        "anticoagulant_times",
+        "anticoagulant_orders",
+        "bmi",
+    ):
+        items = getattr(facts, name)
+        items.sort(key=lambda item: (str(getattr(item, "ref", "")), repr(item)))
+    return facts

@@ -551,3 +551,59 @@ def best_assessment(facts: Facts, triggers: Sequence[Trigger], t: Thresholds) ->
             if best is None or key < best[0]:
                 best = (key, result)
     return best[1] if best else None
+
+
+# --- the documented injection neuropathy (prevention services) --------------------------------
+
+_INJECTION_TYPES = ("Procedure/", "MedicationAdministration/", "Immunization/")
+
+
+@dataclass(frozen=True)
+class InjectionNeuropathy:
+    """A current foot drop that the record attributes to an IM injection (one per trigger).
+
+    ``basis`` says how: ``assessment`` (R3-R6 keep a pair with an injection on file, whatever the
+    indicator), ``link-code`` (a current T80.89X- link code, the injection itself not on file) or
+    ``evidence`` (the Condition's ``evidence.detail`` references an injection resource).
+    """
+
+    trigger: Trigger
+    basis: str
+    assessment: Assessment | None = None
+    link: str | None = None  # label of the link code, or the referenced injection resource
+
+    @property
+    def side(self) -> str | None:
+        return self.trigger.side
+
+
+def injection_neuropathies(facts: Facts, now: datetime, t: Thresholds) -> list[InjectionNeuropathy]:
+    """The engine's injection-neuropathy findings, for warning before a new gluteal injection.
+
+    Pure and deterministic (sorted by trigger reference). Red flags do not hide a finding: a
+    bilateral deficit or a haematoma next to an injection is all the more reason to avoid the
+    buttock. Only *current* triggers count (R0), so a resolved foot drop is not a finding.
+    """
+    triggers = condition_triggers(facts, now)
+    best: dict[str, tuple[tuple[object, ...], Assessment]] = {}
+    for inj in facts.injections:
+        for trig in [*triggers, *observation_triggers(facts, triggers, inj, t)]:
+            result = assess_pair(facts, trig, inj, t)
+            if result is None:
+                continue
+            key = (-RANK[result.indicator], result.delta, inj.ref)
+            if trig.ref not in best or key < best[trig.ref][0]:
+                best[trig.ref] = (key, result)
+    found = [InjectionNeuropathy(a.trigger, "assessment", assessment=a) for _, a in best.values()]
+    links = sorted(c.label for c in facts.conditions if "link-code" in c.valuesets and c.current)
+    for trig in triggers:
+        if trig.ref in best or trig.condition is None:
+            continue
+        if links:
+            found.append(InjectionNeuropathy(trig, "link-code", link=links[0]))
+            continue
+        refs = trig.condition.evidence_refs
+        referenced = sorted(r for r in refs if r.startswith(_INJECTION_TYPES))
+        if referenced:
+            found.append(InjectionNeuropathy(trig, "evidence", link=referenced[0]))
+    return sorted(found, key=lambda n: n.trigger.ref)

@@ -42,6 +42,53 @@ _CODE_ENTRY = {
     "additionalProperties": False,
 }
 
+_SOURCE = {
+    "type": "object",
+    "required": ["label"],
+    "properties": {
+        "label": {"type": "string", "minLength": 1},
+        "url": {"type": "string", "pattern": "^https?://"},
+        "icon": {"type": "string", "pattern": "^https?://"},
+        "topic": {
+            "type": "object",
+            "required": ["system", "code"],
+            "properties": {
+                "system": {"type": "string", "minLength": 1},
+                "code": {"type": "string", "minLength": 1},
+                "display": {"type": "string", "minLength": 1},
+            },
+            "additionalProperties": False,
+        },
+    },
+    "additionalProperties": False,
+}
+_LINKS = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "required": ["label", "url", "type"],
+        "properties": {
+            "label": {"type": "string", "minLength": 1},
+            "url": {"type": "string", "pattern": "^https?://"},
+            "type": {"const": "absolute"},
+        },
+        "additionalProperties": False,
+    },
+}
+_OVERRIDE_REASONS = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "required": ["system", "code", "display"],
+        "properties": {
+            "system": {"type": "string", "minLength": 1},
+            "code": {"type": "string", "minLength": 1},
+            "display": {"type": "string", "minLength": 1},
+        },
+        "additionalProperties": False,
+    },
+}
+
 SCHEMAS: dict[str, dict[str, Any]] = {
     "valuesets.yaml": {
         "type": "object",
@@ -85,7 +132,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "required": ["value", "unit", "evidence"],
             "properties": {
                 "value": {"type": "number", "minimum": 0},
-                "unit": {"enum": ["hours", "days", "years", "grades"]},
+                "unit": {"enum": ["hours", "days", "years", "grades", "kg/m2"]},
                 "rule": {"type": "string"},
                 "description": {"type": "string"},
                 "evidence": {"type": "string", "minLength": 1},
@@ -95,55 +142,23 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     },
     "card.yaml": {
         "type": "object",
-        "required": ["source", "links", "override_reasons", "phrases"],
+        "required": ["source", "links", "override_reasons", "phrases", "prevention"],
         "properties": {
-            "source": {
+            "source": _SOURCE,
+            "links": _LINKS,
+            "override_reasons": _OVERRIDE_REASONS,
+            "phrases": {"type": "object", "additionalProperties": {"type": "string"}},
+            "prevention": {
                 "type": "object",
-                "required": ["label"],
+                "description": "framing of the order-select / order-sign prevention cards",
+                "required": ["source", "override_reasons"],
                 "properties": {
-                    "label": {"type": "string", "minLength": 1},
-                    "url": {"type": "string", "pattern": "^https?://"},
-                    "icon": {"type": "string", "pattern": "^https?://"},
-                    "topic": {
-                        "type": "object",
-                        "required": ["system", "code"],
-                        "properties": {
-                            "system": {"type": "string", "minLength": 1},
-                            "code": {"type": "string", "minLength": 1},
-                            "display": {"type": "string", "minLength": 1},
-                        },
-                        "additionalProperties": False,
-                    },
+                    "source": _SOURCE,
+                    "links": _LINKS,
+                    "override_reasons": _OVERRIDE_REASONS,
                 },
                 "additionalProperties": False,
             },
-            "links": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["label", "url", "type"],
-                    "properties": {
-                        "label": {"type": "string", "minLength": 1},
-                        "url": {"type": "string", "pattern": "^https?://"},
-                        "type": {"const": "absolute"},
-                    },
-                    "additionalProperties": False,
-                },
-            },
-            "override_reasons": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["system", "code", "display"],
-                    "properties": {
-                        "system": {"type": "string", "minLength": 1},
-                        "code": {"type": "string", "minLength": 1},
-                        "display": {"type": "string", "minLength": 1},
-                    },
-                    "additionalProperties": False,
-                },
-            },
-            "phrases": {"type": "object", "additionalProperties": {"type": "string"}},
         },
         "additionalProperties": False,
     },

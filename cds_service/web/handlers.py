@@ -8,10 +8,13 @@ from typing import Any
 
 from cds_service.config import Settings
 from cds_service.domain.engine import Evaluation, Policy, evaluate_patient_view
+from cds_service.domain.prevention import evaluate_prevention
 from cds_service.domain.request import HookRequest
 from cds_service.web.hooks import Handler
 
 FOOTDROP_SERVICE_ID = "footdrop-im-injection"
+SITE_SELECT_SERVICE_ID = "im-injection-site-select"
+SITE_SIGN_SERVICE_ID = "im-injection-site-sign"
 
 
 def build_handlers(content: Any, settings: Settings) -> dict[str, Handler]:
@@ -25,4 +28,20 @@ def build_handlers(content: Any, settings: Settings) -> dict[str, Handler]:
             request.context, resources, content, now, request.hook_instance, policy
         )
 
-    return {FOOTDROP_SERVICE_ID: patient_view}
+    def prevention(mode: str) -> Handler:
+        """The injection-site check of ``mode`` (the hook: order-select judges the selections)."""
+
+        def handle(
+            request: HookRequest, resources: Sequence[Mapping[str, Any]], now: datetime
+        ) -> Evaluation:
+            return evaluate_prevention(
+                mode, request.context, resources, content, now, request.hook_instance
+            )
+
+        return handle
+
+    return {
+        FOOTDROP_SERVICE_ID: patient_view,
+        SITE_SELECT_SERVICE_ID: prevention("order-select"),
+        SITE_SIGN_SERVICE_ID: prevention("order-sign"),
+    }

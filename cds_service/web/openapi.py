@@ -81,7 +81,11 @@ def build_openapi(version: str, service_ids: list[str]) -> dict[str, Any]:
         "info": {
             "title": "footdrop-cds",
             "version": version,
-            "description": "CDS Hooks 2.0 service: foot drop after an intramuscular injection.",
+            "description": (
+                "CDS Hooks 2.0 services: foot drop after an intramuscular injection "
+                "(patient-view), and a safer IM injection site at ordering "
+                "(order-select, order-sign)."
+            ),
         },
         "paths": {
             "/cds-services": {
