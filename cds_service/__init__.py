@@ -57,12 +57,14 @@ def create_app(
             timeout_seconds=settings.fhir_timeout_seconds,
             deadline_seconds=settings.fhir_deadline_seconds,
             max_pages=settings.fhir_max_pages,
+            max_workers=settings.fhir_max_workers,
             allow_insecure=settings.allow_insecure_fhir,
         )
     )
     runner = HookRunner(build_handlers(content, settings), fetcher, fill_template)
     runtime = Runtime(
         settings=settings,
+        fetcher=fetcher,
         services=services,
         store=store,
         runner=runner,
@@ -79,7 +81,7 @@ def create_app(
                 algorithms=settings.jwt_algorithms,
                 leeway_seconds=settings.jwt_leeway_seconds,
             ),
-            SqlReplayGuard(engine),
+            SqlReplayGuard(make_engine(settings.database_url, durable=False)),
         )
         runtime.auth_error_class = AuthenticationError
 

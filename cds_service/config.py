@@ -39,6 +39,7 @@ class Settings:
     fhir_timeout_seconds: float = 0.4
     fhir_deadline_seconds: float = 0.9
     fhir_max_pages: int = 5
+    fhir_max_workers: int = 64
     allow_insecure_fhir: bool = False
     log_level: str = "INFO"
 
@@ -106,6 +107,7 @@ class Settings:
             fhir_timeout_seconds=_float(env, "CDS_FHIR_TIMEOUT_SECONDS", 0.4),
             fhir_deadline_seconds=_float(env, "CDS_FHIR_DEADLINE_SECONDS", 0.9),
             fhir_max_pages=_int(env, "CDS_FHIR_MAX_PAGES", 5, 1, 100),
+            fhir_max_workers=_int(env, "CDS_FHIR_MAX_WORKERS", 64, 1, 512),
             allow_insecure_fhir=_flag(env, "CDS_ALLOW_INSECURE_FHIR", environment != "production"),
             log_level=env.get("CDS_LOG_LEVEL", "INFO").upper(),
         )

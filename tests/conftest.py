@@ -119,8 +119,8 @@ def app(settings: Settings, clock: FrozenClock):
 
 
 def dispose(application: Any) -> None:
-    """Close the app's pooled database connections (apps made inside a test call this)."""
-    application.extensions["cds_runtime"].store.dispose()
+    """Close the app's connections and threads (apps made inside a test call this)."""
+    application.extensions["cds_runtime"].close()
 
 
 @pytest.fixture

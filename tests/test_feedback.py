@@ -82,6 +82,10 @@ def test_sandbox_override_without_display_is_accepted(client):
         ({"card": "c", "outcome": "maybe", "outcomeTimestamp": "2025-06-13T10:05:00Z"}, "maybe"),
         ({"card": "c", "outcome": "overridden", "outcomeTimestamp": "yesterday"}, "yesterday"),
         (
+            {"card": "c", "outcome": "overridden", "outcomeTimestamp": "2025-13-00T25:61:00Z"},
+            "not a real date-time",
+        ),
+        (
             {
                 "card": "c",
                 "outcome": "overridden",

@@ -124,12 +124,8 @@ def fhir() -> Iterator[FhirServer]:
 
 
 def close(app: Any) -> None:
-    """Dispose the database pool and stop the app's FHIR client (threads, pooled sockets)."""
-    runtime = app.extensions["cds_runtime"]
-    runtime.store.dispose()
-    fetcher = getattr(runtime.runner, "_fetcher", None)
-    if fetcher is not None:
-        fetcher.close()
+    """Dispose the database pools and stop the app's FHIR client (threads, pooled sockets)."""
+    app.extensions["cds_runtime"].close()
 
 
 @pytest.fixture

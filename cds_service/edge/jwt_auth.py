@@ -207,6 +207,11 @@ class JwtVerifier:
     def policy(self) -> JwtPolicy:
         return self._policy
 
+    @property
+    def replay_guard(self) -> ReplayGuard:
+        """Where used ``jti`` values are claimed (shared by every worker)."""
+        return self._replay_guard
+
     def verify(self, authorization: str | None, audience: str) -> Claims:
         """Authenticate one request; return its claims or raise :class:`AuthenticationError`.
 

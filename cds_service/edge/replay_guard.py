@@ -97,6 +97,10 @@ class SqlReplayGuard:
             if not sa.inspect(self._engine).has_table(jwt_replay_table.name):
                 raise
 
+    def dispose(self) -> None:
+        """Close pooled connections (shutdown)."""
+        self._engine.dispose()
+
     def claim(self, issuer: str, jti: str, expires_at: float) -> bool:
         _check_key_part("issuer", issuer, MAX_ISSUER_LENGTH)
         _check_key_part("jti", jti, MAX_JTI_LENGTH)

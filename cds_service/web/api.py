@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
@@ -75,7 +76,7 @@ def call_service(service_id: str) -> Response:
     document = read_json_object(request)
     _check_hook_name(document)
     try:
-        problems = schemas.problems("hook-request", document)
+        problems = schemas.hook_request_problems(document)
     except RecursionError:
         problems = ["$: JSON is nested too deeply"]
     if problems:
@@ -123,6 +124,7 @@ def feedback(service_id: str) -> Response:
         problems = schemas.problems("feedback-request", document)
     except RecursionError:
         problems = ["$: JSON is nested too deeply"]
+    problems = problems or _impossible_timestamps(document["feedback"])
     if problems:
         raise ApiError(400, "invalid feedback", problems)
     g.service_id = service_id
@@ -133,6 +135,18 @@ def feedback(service_id: str) -> Response:
         raise ApiError(503, "feedback store unavailable", ["nothing was stored; retry"]) from None
     g.counts = {"items": len(items), "stored": result.stored, "duplicates": result.duplicates}
     return jsonify({"stored": result.stored, "duplicates": result.duplicates})
+
+
+def _impossible_timestamps(items: list[dict[str, Any]]) -> list[str]:
+    """RFC 3339 times the schema's pattern lets through but no calendar has (month 13, day 0)."""
+    found = []
+    for index, item in enumerate(items):
+        text = item["outcomeTimestamp"].upper()
+        try:
+            datetime.fromisoformat(text)
+        except ValueError:
+            found.append(f"$.feedback[{index}].outcomeTimestamp: {text!r} is not a real date-time")
+    return found
 
 
 @bp.get("/healthz")

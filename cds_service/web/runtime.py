@@ -21,10 +21,19 @@ class Runtime:
     services: tuple[ServiceSpec, ...]
     store: FeedbackStore
     runner: HookRunner
+    fetcher: Any
     clock: Callable[[], datetime]
     openapi: dict[str, Any]
     verifier: Any | None = None
     auth_error_class: type[Exception] = Exception
+
+    def close(self) -> None:
+        """Release pooled database connections and the FHIR client's threads and sockets."""
+        self.store.dispose()
+        self.fetcher.close()
+        guard = getattr(self.verifier, "replay_guard", None)
+        if guard is not None:
+            guard.dispose()
 
     def public_base_url(self, host_url: str) -> str:
         """The base URL clients call us by: CDS_PUBLIC_URL behind a proxy, else the Host header."""

@@ -161,7 +161,7 @@ def test_replay_store_down_is_503_not_500(secured, ec_key, monkeypatch):
     def database_down(*_args, **_kwargs):
         raise OperationalError("INSERT", {}, Exception("database is locked"))
 
-    guard = secured.extensions["cds_runtime"].verifier._replay_guard
+    guard = secured.extensions["cds_runtime"].verifier.replay_guard
     monkeypatch.setattr(guard, "claim", database_down)
     response = post_hook(secured, minter().sign(ec_key))
     assert response.status_code == 503
