@@ -115,7 +115,7 @@ class Bench:
             resources=count,
             body_bytes=len(body),
             json_loads_ms=median_seconds(lambda: json.loads(body), budget) * 1000,
-            schema_ms=median_seconds(lambda: schemas.problems("hook-request", document), budget)
+            schema_ms=median_seconds(lambda: schemas.hook_request_problems(document), budget)
             * 1000,
             plan_ms=median_seconds(plan, budget) * 1000,
             domain_ms=median_seconds(lambda: self.handler(hook_request, resources, now), budget)

@@ -11,16 +11,16 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.bundles import SERVICE_ID, encode, fallback_request
+from cds_service.config import DEFAULT_CONTENT_DIR
+from cds_service.edge.discovery import load_services
 
 HOOK_PATH = f"/cds-services/{SERVICE_ID}"
-REQUIRED_KEYS = (
-    "conditions",
-    "procedures",
-    "medicationAdministrations",
-    "immunizations",
-    "observations",
-    "deviceRequests",
-    "serviceRequests",
+REQUIRED_KEYS = tuple(
+    item.key
+    for spec in load_services(DEFAULT_CONTENT_DIR)
+    if spec.id == SERVICE_ID
+    for item in spec.prefetch
+    if item.required
 )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -11,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pytest_httpserver import HTTPServer
 from werkzeug.serving import make_server
 
 from cds_service import create_app, schemas
 from cds_service.config import DEFAULT_CONTENT_DIR, Settings
+from cds_service.edge.discovery import load_services
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
@@ -44,17 +47,9 @@ SPEC_EXAMPLE_REQUEST: dict[str, Any] = {
     },
 }
 
-PREFETCH_KEYS = (
-    "patient",
-    "conditions",
-    "procedures",
-    "medicationAdministrations",
-    "immunizations",
-    "observations",
-    "deviceRequests",
-    "serviceRequests",
-    "appointments",
-)
+_FOOTDROP_SPEC = next(s for s in load_services(DEFAULT_CONTENT_DIR) if s.id == FOOTDROP)
+PREFETCH_KEYS = _FOOTDROP_SPEC.prefetch_keys
+REQUIRED_KEYS = tuple(key for key in PREFETCH_KEYS if key in _FOOTDROP_SPEC.required_keys)
 
 
 class FrozenClock:
@@ -171,6 +166,20 @@ def module_live_server(tmp_path_factory, module_clock: FrozenClock) -> Iterator[
     with LiveServer(application) as server:
         yield server
     dispose(application)
+
+
+@pytest.fixture(scope="module")
+def empty_fhir_server() -> Iterator[str]:
+    """A FHIR server on loopback that holds nothing more: every search is an empty Bundle."""
+    server = HTTPServer(host="127.0.0.1")
+    server.expect_request(re.compile(".*"), method="GET").respond_with_json(
+        {"resourceType": "Bundle", "type": "searchset", "total": 0},
+        content_type="application/fhir+json",
+    )
+    server.start()
+    yield server.url_for("/fhir")
+    server.clear()
+    server.stop()
 
 
 def load_json(path: Path) -> Any:

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator
-
 import pytest
 import requests
-from pytest_httpserver import HTTPServer
 
 from tests.conftest import FOOTDROP, assert_valid_response
 from tests.fixture_support import PATIENT_VIEW_FIXTURES, check_outcome, load_fixture
@@ -18,20 +14,6 @@ def test_there_are_at_least_25_fixtures_covering_the_twenty_scenarios():
     fixtures = [load_fixture(path) for path in PATIENT_VIEW_FIXTURES]
     assert len(fixtures) >= 25
     assert {f["scenario"] for f in fixtures if "scenario" in f} == set(range(1, 21))
-
-
-@pytest.fixture(scope="module")
-def empty_fhir_server() -> Iterator[str]:
-    """A FHIR server on loopback that holds nothing more: every search is an empty Bundle."""
-    server = HTTPServer(host="127.0.0.1")
-    server.expect_request(re.compile(".*"), method="GET").respond_with_json(
-        {"resourceType": "Bundle", "type": "searchset", "total": 0},
-        content_type="application/fhir+json",
-    )
-    server.start()
-    yield server.url_for("/fhir")
-    server.clear()
-    server.stop()
 
 
 @pytest.mark.parametrize("path", PATIENT_VIEW_FIXTURES, ids=lambda path: path.stem)

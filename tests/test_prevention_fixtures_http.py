@@ -11,14 +11,12 @@ import json
 import re
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 from fhir.resources.R4B import get_fhir_model_class
-from pytest_httpserver import HTTPServer
 
 from tests.conftest import assert_valid_response
 from tests.fixture_support import (
@@ -40,20 +38,6 @@ EXPECTED_CARD_KEYS = {
     "detailIncludes",
     "summaryIncludes",
 }
-
-
-@pytest.fixture(scope="module")
-def empty_fhir_server() -> Iterator[str]:
-    """A FHIR server on loopback that holds nothing more: every search is an empty Bundle."""
-    server = HTTPServer(host="127.0.0.1")
-    server.expect_request(re.compile(".*"), method="GET").respond_with_json(
-        {"resourceType": "Bundle", "type": "searchset", "total": 0},
-        content_type="application/fhir+json",
-    )
-    server.start()
-    yield server.url_for("/fhir")
-    server.clear()
-    server.stop()
 
 
 def _hook(path: Path) -> str:

@@ -34,6 +34,7 @@ from cds_service import create_app, schemas
 from tests.conftest import (
     FIXTURES,
     FOOTDROP,
+    REQUIRED_KEYS,
     ROOT,
     LiveServer,
     assert_valid_response,
@@ -44,15 +45,6 @@ from tests.conftest import (
 FHIR_JSON = "application/fhir+json"
 HOOK_URL = f"/cds-services/{FOOTDROP}"
 FEEDBACK_URL = f"{HOOK_URL}/feedback"
-REQUIRED = (
-    "conditions",
-    "procedures",
-    "medicationAdministrations",
-    "immunizations",
-    "observations",
-    "deviceRequests",
-    "serviceRequests",
-)
 #: What the service may take beyond its FHIR deadline to answer (parse, rules, HTTP, a busy CI).
 MARGIN_SECONDS = 0.6
 CLASSIC = load_json(FIXTURES / "patient-view" / "01-classic-left-dorsogluteal.json")
@@ -138,7 +130,7 @@ def service(settings, clock) -> Iterator[LiveServer]:
     close(app)
 
 
-def fallback_request(fhir_base: str, missing: tuple[str, ...] = REQUIRED) -> dict[str, Any]:
+def fallback_request(fhir_base: str, missing: tuple[str, ...] = REQUIRED_KEYS) -> dict[str, Any]:
     """Fixture 01's request without the ``missing`` prefetch keys, naming ``fhir_base``."""
     request = copy.deepcopy(CLASSIC["request"])
     for key in missing:
@@ -171,7 +163,7 @@ def assert_412_naming(response: requests.Response, reasons: set[str]) -> None:
     assert schemas.problems("error", body) == []
     named = {detail.split(": ", 1)[1] for detail in body["details"]}
     assert named <= reasons, named
-    assert {detail.split(": ", 1)[0] for detail in body["details"]} == set(REQUIRED)
+    assert {detail.split(": ", 1)[0] for detail in body["details"]} == set(REQUIRED_KEYS)
 
 
 # --- FHIR server faults ------------------------------------------------------------------------
@@ -224,7 +216,7 @@ def test_slow_optional_key_does_not_cost_the_card(fhir, service, settings):
         return normal(resource_type, request)
 
     fhir.behave(stuck_appointments)
-    request = fallback_request(fhir.base, (*REQUIRED, "appointments"))
+    request = fallback_request(fhir.base, (*REQUIRED_KEYS, "appointments"))
     response, seconds = call(service, request)
     assert response.status_code == 200, response.text
     assert len(response.json()["cards"]) == 1
