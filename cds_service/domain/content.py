@@ -37,30 +37,38 @@ class ContentError(Exception):
 
 # --- what the engine expects ------------------------------------------------------------------
 
-#: Value sets the rules read (name -> whether it may be empty).
-VALUESETS: tuple[str, ...] = (
+#: Value sets naming a cause that competes with the injection (R6).
+COMPETING_VALUESETS = frozenset(
+    {
+        "competing-radicular",
+        "competing-hip",
+        "competing-stroke",
+        "stroke-sequela",
+        "competing-gbs",
+        "polyneuropathy",
+        "diabetic-mononeuropathy",
+        "competing-mnd",
+        "competing-ms",
+        "competing-local-trauma",
+    }
+)
+#: Value sets a Condition's code is looked up in.
+CONDITION_VALUESETS = COMPETING_VALUESETS | {
     "footdrop-trigger",
-    "footdrop-finding",
-    "finding-present",
-    "finding-absent",
-    "mrc-dorsiflexion",
     "link-code",
     "context-finding",
     "radiating-pain",
     "anticoagulation",
-    "competing-radicular",
-    "competing-hip",
-    "competing-stroke",
-    "stroke-sequela",
-    "competing-gbs",
-    "polyneuropathy",
-    "diabetic-mononeuropathy",
-    "competing-mnd",
-    "competing-ms",
-    "competing-local-trauma",
     "red-flag-cauda-equina",
     "red-flag-compartment",
     "red-flag-haematoma",
+}
+#: Every value set the rules read; content without one of them is refused.
+VALUESETS = CONDITION_VALUESETS | {
+    "footdrop-finding",
+    "finding-present",
+    "finding-absent",
+    "mrc-dorsiflexion",
     "procedure-im",
     "procedure-injection-cpt",
     "procedure-subcutaneous",
@@ -80,7 +88,7 @@ VALUESETS: tuple[str, ...] = (
     "bmi",
     "prevention-target-site",
     "not-for-use",
-)
+}
 SYSTEM_ALIASES_REQUIRED = ("snomed", "icd10cm", "hcpcs", "cpt", "v3-route", "v3-actsite", "local")
 SITE_CLASSES = frozenset({"gluteal", "ventrogluteal", "thigh", "vastus_lateralis", "upper_limb"})
 
@@ -415,7 +423,7 @@ def _code_entries(
     valuesets: Mapping[str, Any], aliases: set[str], problems: list[str]
 ) -> list[CodeEntry]:
     entries: list[CodeEntry] = []
-    missing = [name for name in VALUESETS if name not in valuesets]
+    missing = sorted(name for name in VALUESETS if name not in valuesets)
     problems.extend(f"valuesets.yaml: value set '{name}' is missing" for name in missing)
     for name, body in valuesets.items():
         where = f"valuesets.yaml: {name}"

@@ -14,31 +14,9 @@ from datetime import datetime
 from typing import ClassVar
 
 from cds_service.domain.codes import CodeIndex, Match, concept_side
-from cds_service.domain.content import Content
+from cds_service.domain.content import CONDITION_VALUESETS, Content
 from cds_service.domain.fhirtime import parse_interval, period_interval
 
-CONDITION_SETS = frozenset(
-    {
-        "footdrop-trigger",
-        "link-code",
-        "context-finding",
-        "radiating-pain",
-        "anticoagulation",
-        "competing-radicular",
-        "competing-hip",
-        "competing-stroke",
-        "stroke-sequela",
-        "competing-gbs",
-        "polyneuropathy",
-        "diabetic-mononeuropathy",
-        "competing-mnd",
-        "competing-ms",
-        "competing-local-trauma",
-        "red-flag-cauda-equina",
-        "red-flag-compartment",
-        "red-flag-haematoma",
-    }
-)
 PROCEDURE_SETS = frozenset(
     {
         "procedure-im",
@@ -388,7 +366,7 @@ class _Extractor:
     # Condition ----------------------------------------------------------------------------
     def condition(self, r: Mapping[str, object]) -> None:
         code = r.get("code")
-        matches = self.codes.match_concept(code, CONDITION_SETS)
+        matches = self.codes.match_concept(code, CONDITION_VALUESETS)
         if not matches or other_patient(r, "subject", self.patient_id):
             return
         verification = _status_code(r.get("verificationStatus"))

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from cds_service.domain.codes import sides_compatible
-from cds_service.domain.content import Thresholds
+from cds_service.domain.content import COMPETING_VALUESETS, Thresholds
 from cds_service.domain.facts import (
     UNCERTAIN_VERIFICATION,
     ConditionFact,
@@ -335,7 +335,7 @@ def competing_causes(
     named: list[tuple[str, str]] = []
     seen_named: set[str] = set()
     for c in facts.conditions:
-        if c.refuted or not c.valuesets & COMPETING_SETS:
+        if c.refuted or not c.valuesets & COMPETING_VALUESETS:
             continue
         same_side = sides_compatible(c.side, side)
         before_injection = c.onset_hi is not None and c.onset_hi <= inj.time
@@ -384,22 +384,6 @@ def competing_causes(
         ):
             out.append(Competing("hip", p.ref, p.label, p.time))
     return out, named
-
-
-COMPETING_SETS = frozenset(
-    {
-        "competing-radicular",
-        "competing-hip",
-        "competing-stroke",
-        "stroke-sequela",
-        "competing-gbs",
-        "polyneuropathy",
-        "diabetic-mononeuropathy",
-        "competing-mnd",
-        "competing-ms",
-        "competing-local-trauma",
-    }
-)
 
 
 def _links(facts: Facts, trig: Trigger, inj: InjectionFact) -> list[str]:
