@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from cds_service.domain.content import Content, OrderSpec
+from cds_service.domain.content import Content, Framing, OrderSpec
 from cds_service.domain.facts import Facts
 from cds_service.domain.fhirtime import fhir_date, fhir_datetime
 from cds_service.domain.plan import Plan
@@ -206,29 +206,35 @@ def _already_ordered(content: Content, plan: Plan) -> str:
     return "\n".join(lines)
 
 
-def _card(
-    content: Content,
+def frame_card(
+    framing: Framing,
     *,
-    hook_instance: str,
+    uuid_key: str,
     summary: str,
     detail: str,
     indicator: str,
     suggestions: list[dict[str, Any]],
+    selection_behavior: str = "any",
 ) -> dict[str, Any]:
+    """A CDS Hooks card: text plus a card family's source, links and override reasons.
+
+    ``uuid_key`` is already made unique per hook call (see ``make_uuid``); optional fields are
+    omitted rather than empty, as CDS Hooks 2.0 requires.
+    """
     card: dict[str, Any] = {
-        "uuid": make_uuid(hook_instance, "card"),
+        "uuid": uuid_key,
         "summary": clip_summary(summary),
         "detail": tidy(detail),
         "indicator": indicator,
-        "source": {k: v for k, v in content.source.items() if v},
+        "source": {k: v for k, v in framing.source.items() if v},
     }
     if suggestions:
         card["suggestions"] = suggestions
-        card["selectionBehavior"] = "any"
-    if content.override_reasons:
-        card["overrideReasons"] = [dict(r) for r in content.override_reasons]
-    if content.links:
-        card["links"] = [dict(link) for link in content.links]
+        card["selectionBehavior"] = selection_behavior
+    if framing.override_reasons:
+        card["overrideReasons"] = [dict(r) for r in framing.override_reasons]
+    if framing.links:
+        card["links"] = [dict(link) for link in framing.links]
     return card
 
 
@@ -492,9 +498,9 @@ def attribution_card(
                 central=central and order_id == "EMG_NCS",
             )
         )
-    return _card(
-        content,
-        hook_instance=hook_instance,
+    return frame_card(
+        content.footdrop,
+        uuid_key=make_uuid(hook_instance, "card"),
         summary=summary,
         detail=detail,
         indicator=a.indicator,
@@ -608,9 +614,9 @@ def red_flag_card(
         already_ordered=_already_ordered(content, plan),
         notes="\n".join(notes),
     )
-    return _card(
-        content,
-        hook_instance=hook_instance,
+    return frame_card(
+        content.footdrop,
+        uuid_key=make_uuid(hook_instance, "card"),
         summary=content.text("summary-critical", flags=flags_text),
         detail=detail,
         indicator="critical",

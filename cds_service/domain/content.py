@@ -384,9 +384,7 @@ class Content:
     templates: Mapping[str, string.Template]
     phrases: Mapping[str, string.Template]
     orders: Mapping[str, OrderSpec]
-    source: Mapping[str, Any]
-    links: tuple[Mapping[str, Any], ...]
-    override_reasons: tuple[Mapping[str, Any], ...]
+    footdrop: Framing
     anticoagulant_names: tuple[str, ...]
     prevention: Framing = field(default_factory=lambda: Framing(source={}))
 
@@ -702,18 +700,7 @@ def build_content(
         if name not in PHRASES:
             problems.append(f"card.yaml: phrases.{name}: unknown phrase")
 
-    source = card.get("source")
-    if not isinstance(source, Mapping) or not source.get("label"):
-        problems.append("card.yaml: source.label is required")
-        source = {}
-    links = card.get("links") or []
-    reasons = card.get("override_reasons") or []
-    for i, reason in enumerate(reasons if isinstance(reasons, list) else []):
-        if not isinstance(reason, Mapping) or not all(
-            isinstance(reason.get(k), str) and reason.get(k) for k in ("system", "code", "display")
-        ):
-            problems.append(f"card.yaml: override_reasons[{i}] needs system, code and display")
-
+    footdrop = _framing("card.yaml", card, problems)
     order_specs = _orders(orders, index, problems)
     prevention = _framing("card.yaml: prevention", card.get("prevention"), problems)
     problems.extend(_target_site_problems(index))
@@ -726,9 +713,7 @@ def build_content(
         templates=compiled,
         phrases=phrases,
         orders=order_specs,
-        source=dict(source),
-        links=tuple(dict(link) for link in links),
-        override_reasons=tuple(dict(r) for r in reasons),
+        footdrop=footdrop,
         anticoagulant_names=tuple(n.strip().lower() for n in names),
         prevention=prevention,
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Any
 
-from cds_service.domain.card import clip_summary, make_uuid, tidy
+from cds_service.domain.card import frame_card, make_uuid
 from cds_service.domain.content import Content
 
 if TYPE_CHECKING:
@@ -283,20 +283,12 @@ def prevention_card(
         risks=_risks(content, risks),
         evidence=content.text("prevention-evidence"),
     )
-    framing = content.prevention
-    card: dict[str, Any] = {
-        "uuid": make_uuid(hook_instance, f"prevention|{key}"),
-        "summary": clip_summary(summary),
-        "detail": tidy(detail),
-        "indicator": judgement.indicator,
-        "source": {k: v for k, v in framing.source.items() if v},
-    }
-    suggestions = _suggestions(content, judgement, hook_instance, key)
-    if suggestions:
-        card["suggestions"] = suggestions
-        card["selectionBehavior"] = "at-most-one"
-    if framing.override_reasons:
-        card["overrideReasons"] = [dict(r) for r in framing.override_reasons]
-    if framing.links:
-        card["links"] = [dict(link) for link in framing.links]
-    return card
+    return frame_card(
+        content.prevention,
+        uuid_key=make_uuid(hook_instance, f"prevention|{key}"),
+        summary=summary,
+        detail=detail,
+        indicator=judgement.indicator,
+        suggestions=_suggestions(content, judgement, hook_instance, key),
+        selection_behavior="at-most-one",
+    )

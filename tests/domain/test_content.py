@@ -25,7 +25,7 @@ def test_shipped_content_loads():
     assert set(loaded.templates) == set(TEMPLATES)
     assert set(loaded.phrases) == set(PHRASES)
     assert set(loaded.orders) == set(ORDERS)
-    assert loaded.source["url"] == "https://doi.org/10.3238/arztebl.2019.0347"
+    assert loaded.footdrop.source["url"] == "https://doi.org/10.3238/arztebl.2019.0347"
 
 
 def test_every_threshold_has_unit_and_evidence():
