@@ -32,6 +32,7 @@ def create_app(
 ) -> Flask:
     """Build the WSGI app. ``clock`` is for tests that evaluate fixtures at their own time."""
     from cds_service.domain.prefetch_templates import fill_template
+    from cds_service.domain.services import ServiceSpecError
     from cds_service.edge.content import load_content
     from cds_service.edge.database import make_engine
     from cds_service.edge.discovery import load_services
@@ -49,6 +50,10 @@ def create_app(
     configure_logging(settings.log_level)
     content = load_content(settings.content_dir)
     services = load_services(settings.content_dir)
+    handlers = build_handlers(content, settings)
+    unhandled = sorted({spec.id for spec in services} - set(handlers))
+    if unhandled:
+        raise ServiceSpecError(f"services.yaml names services with no handler: {unhandled}")
     engine = make_engine(settings.database_url)
     store = FeedbackStore(engine)
     store.create_schema()
@@ -61,10 +66,9 @@ def create_app(
             allow_insecure=settings.allow_insecure_fhir,
         )
     )
-    runner = HookRunner(build_handlers(content, settings), fetcher, fill_template)
+    runner = HookRunner(handlers, fetcher, fill_template)
     runtime = Runtime(
         settings=settings,
-        fetcher=fetcher,
         services=services,
         store=store,
         runner=runner,
@@ -72,7 +76,7 @@ def create_app(
         openapi=build_openapi(__version__, sorted({s.id for s in services})),
     )
     if settings.auth:
-        from cds_service.edge.jwt_auth import AuthenticationError, JwtPolicy, JwtVerifier
+        from cds_service.edge.jwt_auth import JwtPolicy, JwtVerifier
         from cds_service.edge.replay_guard import SqlReplayGuard
 
         runtime.verifier = JwtVerifier(
@@ -83,7 +87,6 @@ def create_app(
             ),
             SqlReplayGuard(make_engine(settings.database_url, durable=False)),
         )
-        runtime.auth_error_class = AuthenticationError
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes

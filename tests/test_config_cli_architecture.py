@@ -179,3 +179,20 @@ def test_order_intent_setting_reaches_the_suggested_orders(settings, clock):
     dispose(app)
     intents = {r["intent"] for r in suggested_resources(body["cards"][0])}
     assert intents == {"order"}
+
+
+def test_a_discovery_entry_without_a_handler_stops_start_up(tmp_path, settings):
+    """A service in services.yaml that no code answers is refused at start-up, not a 500 later."""
+    import shutil
+
+    from cds_service import create_app
+    from cds_service.domain.services import ServiceSpecError
+    from tests.conftest import with_settings
+
+    shutil.copytree(ROOT / "cards", tmp_path / "cards")
+    services = tmp_path / "cards" / "services.yaml"
+    services.write_text(
+        services.read_text().replace("id: footdrop-im-injection", "id: footdrop-renamed", 1)
+    )
+    with pytest.raises(ServiceSpecError, match="footdrop-renamed"):
+        create_app(with_settings(settings, content_dir=tmp_path / "cards"))

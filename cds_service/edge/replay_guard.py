@@ -58,6 +58,10 @@ class ReplayGuard(Protocol):
         """
         ...
 
+    def dispose(self) -> None:
+        """Release connections (shutdown)."""
+        ...
+
 
 class SqlReplayGuard:
     """A :class:`ReplayGuard` backed by the ``jwt_replay`` table (SQLite or PostgreSQL).

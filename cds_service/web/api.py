@@ -13,6 +13,7 @@ from cds_service import schemas
 from cds_service.domain.request import HookRequest
 from cds_service.domain.services import KNOWN_HOOKS, ServiceSpec
 from cds_service.edge.database import StoreUnavailableError
+from cds_service.edge.jwt_auth import AuthenticationError
 from cds_service.web.body import read_json_object
 from cds_service.web.errors import ApiError, error_response
 from cds_service.web.runtime import Runtime
@@ -41,12 +42,12 @@ def _authenticate() -> None:
     audience = rt.public_base_url(request.host_url) + request.path
     try:
         rt.verifier.verify(request.headers.get("Authorization"), audience)
-    except rt.auth_error_class as error:
+    except AuthenticationError as error:
         log.warning(
             "authentication failed",
             extra={
                 "event": "auth",
-                "reason": getattr(error, "reason", "invalid"),
+                "reason": error.reason,
                 "path": request.path,
                 "status": 401,
             },

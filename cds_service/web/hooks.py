@@ -53,26 +53,27 @@ class HookRunner:
     def __init__(
         self,
         handlers: Mapping[str, Handler],
-        fetcher: Fetcher | None,
+        fetcher: Fetcher,
         fill_template: TemplateFiller,
     ) -> None:
         self._handlers = handlers
         self._fetcher = fetcher
         self._fill_template = fill_template
 
-    def handles(self, service_id: str) -> bool:
-        return service_id in self._handlers
+    def close(self) -> None:
+        """Stop the FHIR client's threads and close its pooled connections."""
+        self._fetcher.close()
 
     def run(self, spec: ServiceSpec, request: HookRequest, now: datetime) -> HookOutcome:
         plan = plan_prefetch(request.prefetch, spec.prefetch_keys)
-        gathered = {key: list(value) for key, value in plan.resources.items()}
+        gathered = dict(plan.resources)
         wanted = list(plan.to_fetch)
-        if request.fhir_server and self._fetcher is not None:
+        if request.fhir_server:
             wanted += [key for key in plan.paginated if key not in wanted]
         failures: dict[str, str] = {key: "not prefetched" for key in wanted}
         failures.update(plan.client_failures)
         fetched = 0
-        if wanted and request.fhir_server and self._fetcher is not None:
+        if wanted and request.fhir_server:
             queries = {}
             for item in spec.prefetch:
                 if item.key in wanted:
@@ -85,7 +86,7 @@ class HookRunner:
             if queries:
                 result = self._fetcher.fetch(request.fhir_server, request.access_token, queries)
                 for key, resources in result.resources.items():
-                    gathered[key] = list(resources)
+                    gathered[key] = resources
                     failures.pop(key, None)
                     fetched += 1
                 failures.update(result.failures)
@@ -102,13 +103,10 @@ class HookRunner:
             )
         resources = [resource for key in spec.prefetch_keys for resource in gathered.get(key, ())]
         evaluation = self._handlers[spec.id](request, resources, now)
-        body: dict[str, Any] = {"cards": list(evaluation.cards)}
-        system_actions = list(getattr(evaluation, "system_actions", ()) or ())
-        if system_actions:
-            body["systemActions"] = system_actions
+        # No service emits systemActions, so the optional array is never sent (never empty).
         return HookOutcome(
-            body=body,
-            cards=len(body["cards"]),
+            body={"cards": list(evaluation.cards)},
+            cards=len(evaluation.cards),
             resources=evaluation.resources_read,
             skipped=evaluation.resources_skipped,
             fetched_keys=fetched,

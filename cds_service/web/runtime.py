@@ -10,6 +10,7 @@ from typing import Any
 from cds_service.config import Settings
 from cds_service.domain.services import ServiceSpec
 from cds_service.edge.feedback_store import FeedbackStore
+from cds_service.edge.jwt_auth import JwtVerifier
 from cds_service.web.hooks import HookRunner
 
 
@@ -21,19 +22,16 @@ class Runtime:
     services: tuple[ServiceSpec, ...]
     store: FeedbackStore
     runner: HookRunner
-    fetcher: Any
     clock: Callable[[], datetime]
     openapi: dict[str, Any]
-    verifier: Any | None = None
-    auth_error_class: type[Exception] = Exception
+    verifier: JwtVerifier | None = None
 
     def close(self) -> None:
         """Release pooled database connections and the FHIR client's threads and sockets."""
         self.store.dispose()
-        self.fetcher.close()
-        guard = getattr(self.verifier, "replay_guard", None)
-        if guard is not None:
-            guard.dispose()
+        self.runner.close()
+        if self.verifier is not None:
+            self.verifier.replay_guard.dispose()
 
     def public_base_url(self, host_url: str) -> str:
         """The base URL clients call us by: CDS_PUBLIC_URL behind a proxy, else the Host header."""
