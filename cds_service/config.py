@@ -84,7 +84,7 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Build settings from ``CDS_*`` variables; unknown ``CDS_*`` names are an error."""
         env = dict(os.environ if environ is None else environ)
-        known = {f"CDS_{f.name.upper()}" for f in fields(cls)} | {"CDS_TEST_POSTGRES_URL"}
+        known = {f"CDS_{f.name.upper()}" for f in fields(cls)}
         unknown = sorted(k for k in env if k.startswith("CDS_") and k not in known)
         if unknown:
             raise SettingsError(f"unknown setting(s): {', '.join(unknown)}")

@@ -14,6 +14,6 @@ chown postgres "$data"
 su postgres -s /bin/sh -c "$bin/initdb -D '$data' -A trust -U postgres --no-sync" >/dev/null
 su postgres -s /bin/sh -c "$bin/pg_ctl -D '$data' -l '$data/server.log' -w \
   -o \"-k /tmp -p $port -h 127.0.0.1 -c fsync=off\" start" >/dev/null
-echo "export CDS_TEST_POSTGRES_URL=postgresql+psycopg://postgres@127.0.0.1:$port/postgres"
+echo "export FOOTDROP_TEST_POSTGRES_URL=postgresql+psycopg://postgres@127.0.0.1:$port/postgres"
 echo "export FOOTDROP_PGDATA=$data"
 echo "export FOOTDROP_PGBIN=$bin"

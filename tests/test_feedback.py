@@ -192,7 +192,7 @@ def test_unreachable_store_raises_store_unavailable():
     store.dispose()
 
 
-POSTGRES_URL = os.environ.get("CDS_TEST_POSTGRES_URL")
+POSTGRES_URL = os.environ.get("FOOTDROP_TEST_POSTGRES_URL")
 REQUIRE_POSTGRES = os.environ.get("FOOTDROP_REQUIRE_POSTGRES") == "1"
 
 
@@ -200,7 +200,7 @@ REQUIRE_POSTGRES = os.environ.get("FOOTDROP_REQUIRE_POSTGRES") == "1"
 def postgres_url():
     if not POSTGRES_URL:
         if REQUIRE_POSTGRES:
-            pytest.fail("FOOTDROP_REQUIRE_POSTGRES=1 but CDS_TEST_POSTGRES_URL is not set")
+            pytest.fail("FOOTDROP_REQUIRE_POSTGRES=1 but FOOTDROP_TEST_POSTGRES_URL is not set")
         pytest.skip("no PostgreSQL server: .ci/run starts one (scripts/start-postgres.sh)")
     engine = create_engine(POSTGRES_URL)
     with engine.begin() as connection:

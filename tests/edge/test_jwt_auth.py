@@ -736,10 +736,10 @@ def test_guard_rejects_empty_or_oversized_keys(
 
 @pytest.fixture
 def postgres_engines() -> Iterator[Callable[[], sa.Engine]]:
-    """Engines on the PostgreSQL named by CDS_TEST_POSTGRES_URL (rows of this test removed)."""
-    url = os.environ.get("CDS_TEST_POSTGRES_URL")
+    """Engines on the PostgreSQL named by FOOTDROP_TEST_POSTGRES_URL (rows of this test removed)."""
+    url = os.environ.get("FOOTDROP_TEST_POSTGRES_URL")
     if not url:
-        pytest.skip("CDS_TEST_POSTGRES_URL is not set")
+        pytest.skip("FOOTDROP_TEST_POSTGRES_URL is not set")
     engines: list[sa.Engine] = []
 
     def make() -> sa.Engine:
