@@ -517,16 +517,6 @@ class _Extractor:
         return issued[0] if issued else None
 
     # Injections ---------------------------------------------------------------------------
-    def _site(self, value: object) -> tuple[str | None, str | None, str | None]:
-        return injection_site(self.codes, value)
-
-    def _route(self, route: object) -> str | None:
-        return classify_route(self.codes, route)
-
-    @staticmethod
-    def _says_im(*texts: object) -> bool:
-        return says_im(*texts)
-
     def _anticoagulant(self, r: Mapping[str, object], drug: str | None, time: datetime) -> None:
         if drug and names_anticoagulant(self.content, drug):
             self.facts.anticoagulant_times.append((time, drug))
@@ -547,14 +537,14 @@ class _Extractor:
         time, day_only = when[0], when[0] != when[1]
         if time < self.oldest or time > self.now:
             return
-        route_class = self._route(route)
-        site_class, site_side, site_label = self._site(site)
+        route_class = classify_route(self.codes, route)
+        site_class, site_side, site_label = injection_site(self.codes, site)
         if route_class == "im":
             evidence = "definite"
         elif route_class == "not-im":
             self.facts.not_im.append(_ref(r))
             return
-        elif site_class in ("gluteal", "ventrogluteal") or self._says_im(*route_text):
+        elif site_class in ("gluteal", "ventrogluteal") or says_im(*route_text):
             evidence = "probable"
         else:
             self.facts.not_im.append(_ref(r))
@@ -590,13 +580,13 @@ class _Extractor:
             self._anticoagulant(r, drug, when[0])
         route = dosage.get("route")
         site = dosage.get("site")
-        if route is None and site is None and not self._says_im(dosage.get("text"), drug):
+        if route is None and site is None and not says_im(dosage.get("text"), drug):
             return  # an oral drug or an infusion: not an injection we can use
         route_text = (
             route.get("text") if isinstance(route, Mapping) else None,
             dosage.get("text"),
         )
-        im_route = self._route(route) == "im"
+        im_route = classify_route(self.codes, route) == "im"
         for part in r.get("partOf") or ():
             if im_route and isinstance(part, Mapping) and isinstance(part.get("reference"), str):
                 self.ma_im_procedures.add(part["reference"])
