@@ -4,28 +4,37 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8080
 
-.PHONY: serve test lint format bench soak check-content clean
+.PHONY: serve test test-unit lint format bench soak check-content clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(VENV)/.runtime: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e .
-	@touch $@
+# The PostgreSQL driver is installed only when CDS_DATABASE_URL names PostgreSQL.
+RUNTIME_EXTRAS := $(if $(findstring postgres,$(CDS_DATABASE_URL)),[postgres],)
+
+$(VENV)/.runtime$(RUNTIME_EXTRAS): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.$(RUNTIME_EXTRAS)'
+	@touch '$@'
 
 $(VENV)/.test: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test]'
-	@touch $@ $(VENV)/.runtime
+	$(BIN)/pip install --quiet -e '.[integration]'
+	@touch $@ $(VENV)/.runtime '$(VENV)/.runtime[postgres]'
 
 ## Start the service under gunicorn (gthread) on http://127.0.0.1:$(PORT) with development defaults.
-serve: $(VENV)/.runtime
+serve: $(VENV)/.runtime$(RUNTIME_EXTRAS)
 	PORT=$(PORT) $(BIN)/cds-service serve
 
-## Install test dependencies, lint, and run the whole test suite.
+## Install test dependencies, lint, type-check, and run the whole test suite.
 test: $(VENV)/.test
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
+
+## Unit and HTTP tests only (installs `.[test]`: no FHIR server, no PostgreSQL driver).
+test-unit: | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/python -m pytest -m "not integration"
 
 lint: $(VENV)/.test
 	$(BIN)/ruff check .
@@ -35,7 +44,7 @@ format: $(VENV)/.test
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-check-content: $(VENV)/.runtime
+check-content: $(VENV)/.runtime$(RUNTIME_EXTRAS)
 	$(BIN)/cds-service check-content
 
 bench: $(VENV)/.test

@@ -10,11 +10,18 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from importlib.resources import files
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CONTENT_DIR = PROJECT_ROOT / "cards"
-DEFAULT_DATABASE_URL = f"sqlite:///{PROJECT_ROOT / 'var' / 'feedback.sqlite3'}"
+# The card content ships inside the package (``cds_service/cards``; ``cards/`` in a checkout is a
+# link to it), so an installed wheel finds it without a checkout. ``CDS_CONTENT_DIR`` overrides.
+DEFAULT_CONTENT_DIR = Path(str(files("cds_service").joinpath("cards")))
+
+
+def default_database_url(cwd: Path | None = None) -> str:
+    """SQLite in ``var/`` of the working directory: never inside site-packages."""
+    base = (cwd or Path.cwd()).resolve()
+    return f"sqlite:///{base / 'var' / 'feedback.sqlite3'}"
 
 
 class SettingsError(ValueError):
@@ -26,7 +33,7 @@ class Settings:
     """Everything the service can be configured with; see the README's configuration table."""
 
     environment: str = "development"
-    database_url: str = DEFAULT_DATABASE_URL
+    database_url: str = field(default_factory=default_database_url)
     content_dir: Path = DEFAULT_CONTENT_DIR
     public_url: str | None = None
     auth: bool = False
@@ -94,7 +101,7 @@ class Settings:
         default_auth = environment == "production"
         settings = cls(
             environment=environment,
-            database_url=env.get("CDS_DATABASE_URL", DEFAULT_DATABASE_URL),
+            database_url=env.get("CDS_DATABASE_URL") or default_database_url(),
             content_dir=Path(env.get("CDS_CONTENT_DIR", str(DEFAULT_CONTENT_DIR))),
             public_url=_url(env.get("CDS_PUBLIC_URL")),
             auth=_flag(env, "CDS_AUTH", default_auth),

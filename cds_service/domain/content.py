@@ -469,8 +469,9 @@ def _code_entries(
                 problems.append(f"{at}: site_class must be one of {sorted(SITE_CLASSES)}")
                 bad = True
             seventh = raw.get("seventh")
-            if bad:
+            if bad or not isinstance(code, str) or not isinstance(display, str):
                 continue
+            assert isinstance(system, str) and isinstance(status, str)  # checked above
             if system == ICD10CM and not _ICD_RE.match(code.strip().upper()):
                 problems.append(f"{at}: {code!r} is not an ICD-10-CM code")
                 continue
@@ -511,7 +512,7 @@ def _thresholds(doc: Mapping[str, Any], problems: list[str]) -> Thresholds | Non
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             problems.append(f"{where}: value must be a number >= 0, got {value!r}")
             continue
-        if _UNIT_KIND.get(unit) != kind:
+        if not isinstance(unit, str) or _UNIT_KIND.get(unit) != kind:
             problems.append(f"{where}: unit {unit!r} is not a {kind} unit")
             continue
         if not str(raw.get("evidence") or "").strip():
@@ -533,7 +534,7 @@ def _thresholds(doc: Mapping[str, Any], problems: list[str]) -> Thresholds | Non
             problems.append(f"thresholds.yaml: {name}: unknown threshold")
     options = doc.get("options") or {}
     vastus = options.get("vastus_lateralis_site", "none") if isinstance(options, Mapping) else None
-    if vastus not in ("none", "info"):
+    if not isinstance(vastus, str) or vastus not in ("none", "info"):
         problems.append("thresholds.yaml: options.vastus_lateralis_site must be none or info")
     if problems or len(values) != len(THRESHOLDS):
         return None
@@ -556,7 +557,7 @@ def _thresholds(doc: Mapping[str, Any], problems: list[str]) -> Thresholds | Non
         problems.append("thresholds.yaml: underweight_bmi must be a BMI between 10 and 30 kg/m2")
     if problems:
         return None
-    return Thresholds(**values, vastus_lateralis_site=vastus)
+    return Thresholds(**values, vastus_lateralis_site=str(vastus))
 
 
 def _orders(doc: Mapping[str, Any], codes: CodeIndex, problems: list[str]) -> dict[str, OrderSpec]:

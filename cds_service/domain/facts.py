@@ -420,7 +420,7 @@ class _Extractor:
         else:
             side = code_side or body_side
         evidence: set[str] = set()
-        for item in r.get("evidence") or ():
+        for item in _items(r.get("evidence")):
             if isinstance(item, Mapping):
                 evidence |= _refs(item.get("detail"))
         self.facts.conditions.append(
@@ -587,7 +587,7 @@ class _Extractor:
             dosage.get("text"),
         )
         im_route = classify_route(self.codes, route) == "im"
-        for part in r.get("partOf") or ():
+        for part in _items(r.get("partOf")):
             if im_route and isinstance(part, Mapping) and isinstance(part.get("reference"), str):
                 self.ma_im_procedures.add(part["reference"])
         self._injection(
@@ -715,8 +715,8 @@ class _Extractor:
                 ref=_ref(r),
                 resource="DeviceRequest",
                 valuesets=sets,
-                status=r.get("status") if isinstance(r.get("status"), str) else None,
-                priority=r.get("priority") if isinstance(r.get("priority"), str) else None,
+                status=_string(r.get("status")),
+                priority=_string(r.get("priority")),
                 authored=authored[0] if authored else None,
                 occurrence=None,
                 label=_label(concept, matches),
@@ -747,8 +747,8 @@ class _Extractor:
                 ref=_ref(r),
                 resource="ServiceRequest",
                 valuesets=frozenset(m.entry.valueset for m in matches),
-                status=r.get("status") if isinstance(r.get("status"), str) else None,
-                priority=r.get("priority") if isinstance(r.get("priority"), str) else None,
+                status=_string(r.get("status")),
+                priority=_string(r.get("priority")),
                 authored=authored[0] if authored else None,
                 occurrence=occurrence,
                 label=_label(code, matches),
@@ -770,7 +770,7 @@ class _Extractor:
         self.facts.appointments.append(
             AppointmentFact(
                 ref=_ref(r),
-                status=r.get("status") if isinstance(r.get("status"), str) else None,
+                status=_string(r.get("status")),
                 start=start[0] if start else None,
                 follow_up=follow,
                 reason_refs=reasons,
@@ -820,3 +820,13 @@ def _in_canonical_order(facts: Facts) -> Facts:
         items = getattr(facts, name)
         items.sort(key=lambda item: (str(getattr(item, "ref", "")), repr(item)))
     return facts
+
+
+def _string(value: object) -> str | None:
+    """A FHIR primitive that must be a string; anything else is treated as absent."""
+    return value if isinstance(value, str) else None
+
+
+def _items(value: object) -> list[object]:
+    """A FHIR repeating element; a malformed (non-list) value is treated as absent."""
+    return value if isinstance(value, list) else []

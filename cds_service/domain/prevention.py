@@ -390,6 +390,7 @@ def judge(draft: DraftInjection, neuropathies: Sequence[InjectionNeuropathy]) ->
         return None
     site = sites[0]
     positions = tuple(s.index for s in sites)
+    targets: tuple[str, ...]
     if not neuropathies:
         targets = (site.side,) if site.side in ("left", "right") else ("left", "right")
         return Judgement(draft, site, positions, "info", "info", targets)

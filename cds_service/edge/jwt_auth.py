@@ -41,12 +41,15 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from jwt.algorithms import get_default_algorithms
+
+if TYPE_CHECKING:
+    from jwt.algorithms import AllowedPublicKeys
 
 from .replay_guard import MAX_ISSUER_LENGTH, MAX_JTI_LENGTH, ReplayGuard
 
@@ -276,7 +279,7 @@ class JwtVerifier:
         try:
             payload = jwt.decode(
                 token,
-                key=jwk.key,
+                key=cast("AllowedPublicKeys", jwk.key),  # type checked against alg above
                 algorithms=list(policy.algorithms),
                 audience=audience,
                 options={

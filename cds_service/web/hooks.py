@@ -29,6 +29,8 @@ class Fetcher(Protocol):
         self, fhir_server: str, access_token: str | None, queries: Mapping[str, str]
     ) -> Any: ...
 
+    def close(self) -> None:
+        """Release the connection pool and worker threads."""
 
 # A service handler: the request, every resource gathered (flattened), and the evaluation time.
 Handler = Callable[[HookRequest, Sequence[Mapping[str, Any]], datetime], Any]
