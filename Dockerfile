@@ -4,11 +4,11 @@
 FROM python:3.11-slim AS build
 WORKDIR /src
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY cds_service ./cds_service
 RUN python -m venv /opt/venv \
  && /opt/venv/bin/pip install --upgrade pip \
- && /opt/venv/bin/pip install ".[postgres]"
+ && /opt/venv/bin/pip install ".[postgres,codes]"
 
 FROM python:3.11-slim AS runtime
 ENV PATH=/opt/venv/bin:$PATH \
@@ -17,16 +17,16 @@ ENV PATH=/opt/venv/bin:$PATH \
     HOST=0.0.0.0 \
     PORT=8080 \
     CDS_ENVIRONMENT=production \
-    CDS_CONTENT_DIR=/app/cards \
     CDS_DATABASE_URL=sqlite:////var/lib/footdrop-cds/feedback.sqlite3
 RUN groupadd --system cds && useradd --system --gid cds --home /app --shell /usr/sbin/nologin cds \
  && mkdir -p /app /var/lib/footdrop-cds && chown cds:cds /var/lib/footdrop-cds
+# The card content ships inside the package; mount a directory and set CDS_CONTENT_DIR to override.
 COPY --from=build /opt/venv /opt/venv
-COPY cards /app/cards
 WORKDIR /app
 USER cds
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=3s --start-period=10s --retries=3 \
   CMD python -c "import os,urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT','8080'), timeout=2)" || exit 1
 # Production needs CDS_PUBLIC_URL, CDS_JWT_ISSUERS (and usually CDS_DATABASE_URL for PostgreSQL).
-CMD ["gunicorn", "-c", "python:cds_service.gunicorn_conf", "cds_service:create_app()"]
+# `cds-service serve` runs gunicorn with python:cds_service.gunicorn_conf (one-line start-up errors).
+CMD ["cds-service", "serve"]

@@ -11,18 +11,22 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 # The PostgreSQL driver is installed only when CDS_DATABASE_URL names PostgreSQL.
-RUNTIME_EXTRAS := $(if $(findstring postgres,$(CDS_DATABASE_URL)),[postgres],)
+RUNTIME := $(VENV)/.runtime$(if $(findstring postgres,$(CDS_DATABASE_URL)),-postgres,)
 
-$(VENV)/.runtime$(RUNTIME_EXTRAS): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.$(RUNTIME_EXTRAS)'
-	@touch '$@'
+$(VENV)/.runtime: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	@touch $@
+
+$(VENV)/.runtime-postgres: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[postgres]'
+	@touch $@
 
 $(VENV)/.test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[integration]'
-	@touch $@ $(VENV)/.runtime '$(VENV)/.runtime[postgres]'
+	@touch $@ $(VENV)/.runtime $(VENV)/.runtime-postgres
 
 ## Start the service under gunicorn (gthread) on http://127.0.0.1:$(PORT) with development defaults.
-serve: $(VENV)/.runtime$(RUNTIME_EXTRAS)
+serve: $(RUNTIME)
 	PORT=$(PORT) $(BIN)/cds-service serve
 
 ## Install test dependencies, lint, type-check, and run the whole test suite.
@@ -44,7 +48,7 @@ format: $(VENV)/.test
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-check-content: $(VENV)/.runtime$(RUNTIME_EXTRAS)
+check-content: $(RUNTIME)
 	$(BIN)/cds-service check-content
 
 bench: $(VENV)/.test

@@ -9,11 +9,19 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flask import Flask
 from flask_cors import CORS
 
 from cds_service.config import Settings
+from cds_service.errors import StartupError
+
+if TYPE_CHECKING:
+    from cds_service.domain.content import Content
+    from cds_service.domain.services import ServiceSpec
+    from cds_service.edge.feedback_store import FeedbackStore
 
 log = logging.getLogger("cds_service")
 
@@ -27,16 +35,67 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def load_content_and_services(directory: Path) -> tuple[Content, tuple[ServiceSpec, ...]]:
+    """The card content and discovery, or a one-line :class:`StartupError` saying what is wrong."""
+    from cds_service.domain.services import ServiceSpecError
+    from cds_service.edge.content import ContentError, load_content
+    from cds_service.edge.discovery import load_services
+
+    try:
+        content = load_content(directory)
+        services = load_services(directory)
+    except ContentError as error:
+        problems = list(error.problems)
+        raise StartupError(
+            f"card content in {directory} has {len(problems)} problem(s), first: {problems[0]} "
+            "(run `cds-service check-content` for all)"
+        ) from None
+    except ServiceSpecError as error:
+        raise StartupError(f"discovery in {directory}: {error}") from None
+    return content, services
+
+
+def open_feedback_store(database_url: str) -> FeedbackStore:
+    """The feedback store with its tables, or a one-line :class:`StartupError`."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from cds_service.edge.database import StoreUnavailableError, make_engine
+    from cds_service.edge.feedback_store import FeedbackStore
+
+    where = _redacted(database_url)
+    try:
+        store = FeedbackStore(make_engine(database_url))
+    except (OSError, SQLAlchemyError, ImportError) as error:
+        raise StartupError(f"database {where}: {_reason(error)}") from None
+    try:
+        store.create_schema()
+    except (StoreUnavailableError, OSError, SQLAlchemyError) as error:
+        store.dispose()
+        cause = error.__cause__ or error
+        raise StartupError(f"database {where} unusable: {_reason(cause)}") from None
+    return store
+
+
+def _redacted(database_url: str) -> str:
+    """The URL without its password, for messages."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(database_url).render_as_string(hide_password=True)
+
+
+def _reason(error: BaseException) -> str:
+    """The first line of an exception's message, without SQLAlchemy's background links."""
+    text = str(getattr(error, "orig", None) or error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
 def create_app(
     settings: Settings | None = None, *, clock: Callable[[], datetime] | None = None
 ) -> Flask:
     """Build the WSGI app. ``clock`` is for tests that evaluate fixtures at their own time."""
     from cds_service.domain.prefetch_templates import fill_template
     from cds_service.domain.services import ServiceSpecError
-    from cds_service.edge.content import load_content
     from cds_service.edge.database import make_engine
-    from cds_service.edge.discovery import load_services
-    from cds_service.edge.feedback_store import FeedbackStore
     from cds_service.edge.fhir_client import FetchPolicy, FhirClient
     from cds_service.logs import configure_logging
     from cds_service.web.api import bp
@@ -48,15 +107,12 @@ def create_app(
 
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level)
-    content = load_content(settings.content_dir)
-    services = load_services(settings.content_dir)
+    content, services = load_content_and_services(settings.content_dir)
     handlers = build_handlers(content, settings)
     unhandled = sorted({spec.id for spec in services} - set(handlers))
     if unhandled:
         raise ServiceSpecError(f"services.yaml names services with no handler: {unhandled}")
-    engine = make_engine(settings.database_url)
-    store = FeedbackStore(engine)
-    store.create_schema()
+    store = open_feedback_store(settings.database_url)
     fetcher = FhirClient(
         FetchPolicy(
             timeout_seconds=settings.fhir_timeout_seconds,

@@ -8,14 +8,22 @@ import os
 import sys
 from dataclasses import replace
 from datetime import datetime
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from cds_service.config import Settings, SettingsError
+from cds_service.config import Settings
+from cds_service.errors import OperatorError
+
+EXAMPLES = files("cds_service").joinpath("examples")
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; an operator mistake is one line on stderr and exit status 2."""
+    from cds_service import __version__
+
     parser = argparse.ArgumentParser(prog="cds-service", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"footdrop-cds {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run under gunicorn (gthread) on HOST:PORT")
@@ -23,7 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", help="default: $HOST or 127.0.0.1")
 
     call = commands.add_parser("call", help="run a hook request (or a fixture) through the app")
-    call.add_argument("request", type=Path, help="a CDS Hooks request JSON, or a fixture file")
+    call.add_argument(
+        "request",
+        help="a CDS Hooks request JSON, a fixture file, or a bundled example: "
+        + ", ".join(_example_names()),
+    )
     call.add_argument("--service", default=None, help="service id (default: the one for the hook)")
     call.add_argument("--now", default=None, help="evaluation time, ISO 8601 (fixture: evalTime)")
 
@@ -37,16 +49,45 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
-    except SettingsError as error:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "call":
+            return _call(settings, args)
+        if args.command == "check-content":
+            return _check_content(args.directory or settings.content_dir)
+        return _feedback_report(settings)
+    except OperatorError as error:
         print(f"cds-service: {error}", file=sys.stderr)
         return 2
-    if args.command == "serve":
-        return _serve(args)
-    if args.command == "call":
-        return _call(settings, args)
-    if args.command == "check-content":
-        return _check_content(args.directory or settings.content_dir)
-    return _feedback_report(settings)
+    except BrokenPipeError:  # output piped into `head` and the like
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _example_names() -> list[str]:
+    return sorted(
+        p.name.removesuffix(".json") for p in EXAMPLES.iterdir() if p.name.endswith(".json")
+    )
+
+
+def _read_request(name: str) -> Any:
+    """The JSON document of a file, or of a bundled example named without its path."""
+    path = Path(name)
+    source: Any = path
+    if not path.exists() and name in _example_names():
+        source = EXAMPLES.joinpath(f"{name}.json")
+    try:
+        return json.loads(source.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise OperatorError(
+            f"call: {name}: no such file (bundled examples: {', '.join(_example_names())})"
+        ) from None
+    except OSError as error:
+        raise OperatorError(f"call: cannot read {name}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise OperatorError(f"call: {name} is not UTF-8 text") from None
+    except json.JSONDecodeError as error:
+        raise OperatorError(f"call: {name} is not JSON ({error})") from None
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -70,11 +111,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _call(settings: Settings, args: argparse.Namespace) -> int:
     from cds_service import create_app
 
-    try:
-        document = json.loads(args.request.read_text("utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        print(f"cds-service call: cannot read {args.request}: {error}", file=sys.stderr)
-        return 2
+    document = _read_request(args.request)
     request = document
     now_text = args.now
     if isinstance(document, dict) and "request" in document and "evalTime" in document:
@@ -83,18 +120,20 @@ def _call(settings: Settings, args: argparse.Namespace) -> int:
     clock = None
     if now_text:
         try:
-            moment = datetime.fromisoformat(now_text.replace("Z", "+00:00"))
+            moment = datetime.fromisoformat(str(now_text).replace("Z", "+00:00"))
         except ValueError:
-            print(f"cds-service call: --now {now_text!r} is not ISO 8601", file=sys.stderr)
-            return 2
+            raise OperatorError(f"call: --now {now_text!r} is not ISO 8601") from None
         if moment.tzinfo is None:
-            print("cds-service call: --now needs a time zone (e.g. Z)", file=sys.stderr)
-            return 2
+            raise OperatorError("call: --now needs a time zone (e.g. Z)")
         clock = lambda: moment  # noqa: E731 - a constant clock
-    app = create_app(replace(settings, auth=False), clock=clock)
-    service_id = args.service or _service_for(app, request)
-    response = app.test_client().post(f"/cds-services/{service_id}", json=request)
-    print(json.dumps(response.get_json(), indent=2, ensure_ascii=False))
+    # In-process and read-only: no JWT, and an in-memory database (nothing is stored).
+    app = create_app(replace(settings, auth=False, database_url="sqlite://"), clock=clock)
+    try:
+        service_id = args.service or _service_for(app, request)
+        response = app.test_client().post(f"/cds-services/{service_id}", json=request)
+        print(json.dumps(response.get_json(), indent=2, ensure_ascii=False))
+    finally:
+        app.extensions["cds_runtime"].close()
     return 0 if response.status_code == 200 else 1
 
 
@@ -107,40 +146,32 @@ def _service_for(app: Any, request: Any) -> str:
 
 
 def _check_content(directory: Path) -> int:
-    from cds_service.domain.services import ServiceSpecError
-    from cds_service.edge.content import ContentError, load_content
-    from cds_service.edge.discovery import load_services
+    from cds_service.edge.code_checks import check_content
 
-    problems: list[str] = []
-    try:
-        load_content(directory)
-    except ContentError as error:
-        problems += list(error.problems)
-    try:
-        services = load_services(directory)
-    except ServiceSpecError as error:
-        problems.append(str(error))
-        services = ()
-    if problems:
-        print(f"{directory}: {len(problems)} problem(s)")
-        for problem in problems:
+    report = check_content(directory)
+    if report.problems:
+        print(f"{directory}: {len(report.problems)} problem(s)")
+        for problem in report.problems:
             print(f"  - {problem}")
-        return 1
-    print(f"{directory}: content OK ({len(services)} service(s))")
-    return 0
+    else:
+        print(f"{directory}: content OK ({report.services} service(s))")
+    for note in report.notes:
+        print(f"  {note}")
+    return 1 if report.problems else 0
 
 
 def _feedback_report(settings: Settings) -> int:
-    from cds_service.edge.database import StoreUnavailableError, make_engine
-    from cds_service.edge.feedback_store import FeedbackStore
+    from cds_service import open_feedback_store
+    from cds_service.edge.database import StoreUnavailableError
 
-    store = FeedbackStore(make_engine(settings.database_url))
+    store = open_feedback_store(settings.database_url)
     try:
-        store.create_schema()
         rows = store.report()
     except StoreUnavailableError as error:
         print(f"cds-service feedback-report: {error}", file=sys.stderr)
         return 1
+    finally:
+        store.dispose()
     if not rows:
         print("no feedback yet")
         return 0

@@ -6,12 +6,15 @@ that would be insecure fail fast at start-up instead of being discovered in an i
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from importlib.resources import files
 from pathlib import Path
+
+from cds_service.errors import OperatorError
 
 # The card content ships inside the package (``cds_service/cards``; ``cards/`` in a checkout is a
 # link to it), so an installed wheel finds it without a checkout. ``CDS_CONTENT_DIR`` overrides.
@@ -24,7 +27,7 @@ def default_database_url(cwd: Path | None = None) -> str:
     return f"sqlite:///{base / 'var' / 'feedback.sqlite3'}"
 
 
-class SettingsError(ValueError):
+class SettingsError(OperatorError, ValueError):
     """A ``CDS_*`` variable is malformed, or a production setting is insecure."""
 
 
@@ -71,126 +74,224 @@ class Settings:
             problems.append("CDS_PUBLIC_URL unset: JWT audience is taken from the request's Host")
         return problems
 
-    def check_production(self) -> None:
-        """Refuse to start production with a setting that exposes data or accepts forged calls."""
+    def production_problems(self) -> list[str]:
+        """Every production setting that would expose data or accept forged calls."""
         if not self.is_production:
-            return
+            return []
         refused = []
         if not self.auth:
             refused.append("CDS_AUTH must be on in production")
-        if self.auth and not self.jwt_issuers:
-            refused.append("CDS_JWT_ISSUERS must name at least one trusted issuer in production")
         if self.allow_insecure_fhir:
             refused.append("CDS_ALLOW_INSECURE_FHIR must be off in production")
         if self.public_url is None or not self.public_url.startswith("https://"):
             refused.append("CDS_PUBLIC_URL must be an https URL in production")
-        if refused:
-            raise SettingsError("; ".join(refused))
+        return refused
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from ``CDS_*`` variables; unknown ``CDS_*`` names are an error."""
+        """Build settings from ``CDS_*`` variables, checking everything that needs no network.
+
+        Every problem is collected and reported in one :class:`SettingsError` (one line), so an
+        operator fixes them all in one go; unknown ``CDS_*`` names are an error.
+        """
         env = dict(os.environ if environ is None else environ)
+        problems: list[str] = []
         known = {f"CDS_{f.name.upper()}" for f in fields(cls)}
         unknown = sorted(k for k in env if k.startswith("CDS_") and k not in known)
         if unknown:
-            raise SettingsError(f"unknown setting(s): {', '.join(unknown)}")
+            problems.append(f"unknown setting(s): {', '.join(unknown)}")
         environment = env.get("CDS_ENVIRONMENT", "development")
         if environment not in ("development", "production", "test"):
-            raise SettingsError("CDS_ENVIRONMENT must be development, production or test")
-        default_auth = environment == "production"
+            problems.append("CDS_ENVIRONMENT must be development, production or test")
+            environment = "development"
+        production = environment == "production"
+        read = _Reader(env, problems)
         settings = cls(
             environment=environment,
-            database_url=env.get("CDS_DATABASE_URL") or default_database_url(),
-            content_dir=Path(env.get("CDS_CONTENT_DIR", str(DEFAULT_CONTENT_DIR))),
-            public_url=_url(env.get("CDS_PUBLIC_URL")),
-            auth=_flag(env, "CDS_AUTH", default_auth),
-            jwt_issuers=_issuers(env.get("CDS_JWT_ISSUERS")),
-            jwt_algorithms=_csv(env.get("CDS_JWT_ALGORITHMS"), ("ES384", "RS384")),
-            jwt_leeway_seconds=_int(env, "CDS_JWT_LEEWAY_SECONDS", 30, 0, 300),
-            cors_origins=_csv(env.get("CDS_CORS_ORIGINS"), ("*",)),
-            max_body_bytes=_int(env, "CDS_MAX_BODY_BYTES", 10 * 1024 * 1024, 1024, 1 << 30),
-            order_intent=env.get("CDS_ORDER_INTENT", "proposal"),
-            fhir_timeout_seconds=_float(env, "CDS_FHIR_TIMEOUT_SECONDS", 0.4),
-            fhir_deadline_seconds=_float(env, "CDS_FHIR_DEADLINE_SECONDS", 0.9),
-            fhir_max_pages=_int(env, "CDS_FHIR_MAX_PAGES", 5, 1, 100),
-            fhir_max_workers=_int(env, "CDS_FHIR_MAX_WORKERS", 64, 1, 512),
-            allow_insecure_fhir=_flag(env, "CDS_ALLOW_INSECURE_FHIR", environment != "production"),
-            log_level=env.get("CDS_LOG_LEVEL", "INFO").upper(),
+            database_url=read.database_url(),
+            content_dir=read.directory("CDS_CONTENT_DIR", DEFAULT_CONTENT_DIR),
+            public_url=read.url("CDS_PUBLIC_URL"),
+            auth=read.flag("CDS_AUTH", production),
+            jwt_issuers=read.issuers("CDS_JWT_ISSUERS"),
+            jwt_algorithms=read.csv("CDS_JWT_ALGORITHMS", ("ES384", "RS384")),
+            jwt_leeway_seconds=read.integer("CDS_JWT_LEEWAY_SECONDS", 30, 0, 300),
+            cors_origins=read.csv("CDS_CORS_ORIGINS", ("*",)),
+            max_body_bytes=read.integer("CDS_MAX_BODY_BYTES", 10 * 1024 * 1024, 1024, 1 << 30),
+            order_intent=read.choice("CDS_ORDER_INTENT", "proposal", ("proposal", "order")),
+            fhir_timeout_seconds=read.seconds("CDS_FHIR_TIMEOUT_SECONDS", 0.4),
+            fhir_deadline_seconds=read.seconds("CDS_FHIR_DEADLINE_SECONDS", 0.9),
+            fhir_max_pages=read.integer("CDS_FHIR_MAX_PAGES", 5, 1, 100),
+            fhir_max_workers=read.integer("CDS_FHIR_MAX_WORKERS", 64, 1, 512),
+            allow_insecure_fhir=read.flag("CDS_ALLOW_INSECURE_FHIR", not production),
+            log_level=read.choice(
+                "CDS_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"), upper=True
+            ),
         )
-        if settings.order_intent not in ("proposal", "order"):
-            raise SettingsError("CDS_ORDER_INTENT must be proposal or order")
-        if settings.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            raise SettingsError("CDS_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR")
-        if settings.auth and not settings.jwt_issuers:
-            raise SettingsError("CDS_AUTH=on needs CDS_JWT_ISSUERS (a JSON object iss -> JWKS URL)")
-        settings.check_production()
+        if settings.auth:
+            problems.extend(settings.jwt_problems())
+        problems.extend(settings.production_problems())
+        if problems:
+            raise SettingsError("; ".join(problems))
         return settings
 
+    def jwt_problems(self) -> list[str]:
+        """Check the JWT policy exactly as the verifier will build it (algorithms, JWKS URLs)."""
+        if not self.jwt_issuers:
+            return ["CDS_AUTH=on needs CDS_JWT_ISSUERS (a JSON object iss -> JWKS URL)"]
+        from cds_service.edge.jwt_auth import JwtPolicy
 
-def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name)
-    if raw is None or raw == "":
+        try:
+            JwtPolicy(
+                issuers=self.jwt_issuers,
+                algorithms=self.jwt_algorithms,
+                leeway_seconds=self.jwt_leeway_seconds,
+            )
+        except ValueError as error:
+            return [_setting_words(str(error))]
+        return []
+
+
+class _Reader:
+    """Reads one kind of ``CDS_*`` value each; a bad value is recorded and the default kept."""
+
+    def __init__(self, env: Mapping[str, str], problems: list[str]) -> None:
+        self.env = env
+        self.problems = problems
+
+    def _raw(self, name: str) -> str | None:
+        raw = self.env.get(name)
+        return None if raw is None or raw.strip() == "" else raw.strip()
+
+    def flag(self, name: str, default: bool) -> bool:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        value = raw.lower()
+        if value in ("1", "true", "on", "yes"):
+            return True
+        if value in ("0", "false", "off", "no"):
+            return False
+        self.problems.append(f"{name} must be on or off, not {raw!r}")
         return default
-    value = raw.strip().lower()
-    if value in ("1", "true", "on", "yes"):
-        return True
-    if value in ("0", "false", "off", "no"):
-        return False
-    raise SettingsError(f"{name} must be on or off, not {raw!r}")
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            self.problems.append(f"{name} must be a whole number, not {raw!r}")
+            return default
+        if not low <= value <= high:
+            self.problems.append(f"{name} must be between {low} and {high}")
+            return default
+        return value
+
+    def seconds(self, name: str, default: float) -> float:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            self.problems.append(f"{name} must be a number of seconds, not {raw!r}")
+            return default
+        if not 0 < value <= 60:
+            self.problems.append(f"{name} must be between 0 and 60 seconds")
+            return default
+        return value
+
+    def choice(
+        self, name: str, default: str, allowed: tuple[str, ...], *, upper: bool = False
+    ) -> str:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        value = raw.upper() if upper else raw
+        if value not in allowed:
+            self.problems.append(f"{name} must be {' or '.join(allowed)}, not {raw!r}")
+            return default
+        return value
+
+    def csv(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+    def url(self, name: str) -> str | None:
+        raw = self._raw(name)
+        if raw is None:
+            return None
+        if not raw.startswith(("http://", "https://")):
+            self.problems.append(f"{name} must be an absolute http(s) URL")
+            return None
+        return raw.rstrip("/")
+
+    def directory(self, name: str, default: Path) -> Path:
+        raw = self._raw(name)
+        path = Path(raw).expanduser() if raw else default
+        if not path.is_dir():
+            self.problems.append(f"{name}: {path} is not a directory")
+        return path
+
+    def database_url(self) -> str:
+        """A SQLite or PostgreSQL URL whose driver is installed (checked without connecting)."""
+        raw = self._raw("CDS_DATABASE_URL")
+        if raw is None:
+            return default_database_url()
+        problem = database_url_problem(raw)
+        if problem:
+            self.problems.append(problem)
+        return raw
+
+    def issuers(self, name: str) -> dict[str, str]:
+        raw = self._raw(name)
+        if raw is None:
+            return {}
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            self.problems.append(f"{name} must be a JSON object {{iss: jwks_url}}")
+            return {}
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and v.startswith(("https://", "http://"))
+            for k, v in value.items()
+        ):
+            self.problems.append(f"{name} must map each issuer to its JWKS URL (http(s))")
+            return {}
+        return value
 
 
-def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
+def database_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be used as the feedback database, or None; no connection is made."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a whole number, not {raw!r}") from None
-    if not low <= value <= high:
-        raise SettingsError(f"{name} must be between {low} and {high}")
-    return value
-
-
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a number of seconds, not {raw!r}") from None
-    if not 0 < value <= 60:
-        raise SettingsError(f"{name} must be between 0 and 60 seconds")
-    return value
-
-
-def _csv(raw: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
-    if raw is None or raw.strip() == "":
-        return default
-    return tuple(part.strip() for part in raw.split(",") if part.strip())
-
-
-def _url(raw: str | None) -> str | None:
-    if raw is None or raw.strip() == "":
+        parsed = make_url(url)
+    except ArgumentError:
+        return "CDS_DATABASE_URL is not a database URL (e.g. sqlite:///var/feedback.sqlite3)"
+    backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
+    if backend == "sqlite":
+        if driver not in ("pysqlite", ""):
+            return f"CDS_DATABASE_URL: SQLite driver {driver!r} is not supported (use sqlite:///)"
         return None
-    value = raw.strip().rstrip("/")
-    if not value.startswith(("http://", "https://")):
-        raise SettingsError("CDS_PUBLIC_URL must be an absolute http(s) URL")
-    return value
+    if backend == "postgresql":
+        if driver not in ("psycopg", "psycopg2", ""):
+            return f"CDS_DATABASE_URL: driver {driver!r} is not supported (use postgresql://)"
+        if importlib.util.find_spec("psycopg") is None:
+            return (
+                "CDS_DATABASE_URL names PostgreSQL but its driver is not installed: "
+                "pip install 'footdrop-cds[postgres]'"
+            )
+        return None
+    return f"CDS_DATABASE_URL: {backend!r} is not supported (use sqlite:/// or postgresql://)"
 
 
-def _issuers(raw: str | None) -> dict[str, str]:
-    if raw is None or raw.strip() == "":
-        return {}
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        raise SettingsError("CDS_JWT_ISSUERS must be a JSON object {iss: jwks_url}") from None
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) and v.startswith(("https://", "http://"))
-        for k, v in value.items()
-    ):
-        raise SettingsError("CDS_JWT_ISSUERS must map each issuer to its JWKS URL")
-    return value
+def _setting_words(message: str) -> str:
+    """Say a JWT policy problem in the operator's terms (the setting, not the class field)."""
+    message = message.replace("JwtPolicy.algorithms", "CDS_JWT_ALGORITHMS")
+    message = message.replace("JwtPolicy.issuers", "CDS_JWT_ISSUERS")
+    return message.replace(" or with allow_insecure_jwks=True", "")

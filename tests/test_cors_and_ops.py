@@ -166,11 +166,12 @@ def test_unexpected_error_is_a_json_500_without_traceback(app, client, monkeypat
 
 
 def test_dockerfile_runs_as_non_root_with_healthcheck_and_shared_gunicorn_config():
-    """The image is multi-stage, runs as a non-root user, copies cards/, checks /healthz."""
+    """The image is multi-stage, runs as non-root, ships cards/ in the wheel, checks /healthz."""
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert dockerfile.count("FROM ") >= 2
     assert "USER cds" in dockerfile and "HEALTHCHECK" in dockerfile and "/healthz" in dockerfile
-    assert "COPY cards" in dockerfile
-    assert "python:cds_service.gunicorn_conf" in dockerfile
+    assert "COPY cds_service" in dockerfile and "COPY cards" not in dockerfile
+    assert "CDS_CONTENT_DIR=" not in dockerfile  # the packaged content is the default
+    assert 'CMD ["cds-service", "serve"]' in dockerfile
     makefile = (ROOT / "Makefile").read_text()
     assert "cds-service serve" in makefile

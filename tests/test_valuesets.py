@@ -1,27 +1,36 @@
 """Every code in cards/ checked offline: ICD-10-CM against the CMS table, SNOMED ids structurally.
 
-ICD-10-CM: ``simple_icd_10_cm`` bundles the CMS tabular (April 1 2026). SNOMED CT: the SCTID
-Verhoeff check digit and partition test of clinical.md Appendix A (catches typos, not meaning).
+The checks are the package's own (``cds_service.domain.code_checks``, run by ``cds-service
+check-content``); here they run per entry so a failure names the code. ICD-10-CM:
+``simple_icd_10_cm`` bundles the CMS tabular (April 1 2026). SNOMED CT: the SCTID Verhoeff check
+digit and partition test of clinical.md Appendix A (catches typos, not meaning).
 """
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.code_checks import sctid_ok
+from cds_service.domain.code_checks import (
+    IcdTable,
+    code_problems,
+    icd_entry_problems,
+    sctid_ok,
+    sctid_problem,
+)
+from cds_service.edge.code_checks import YAML_FILES, icd10cm_table
+from cds_service.edge.content import read_documents
 
-with warnings.catch_warnings():
-    # simple-icd-10-cm 1.5 reads its bundled table with a deprecated importlib.resources call.
-    warnings.simplefilter("ignore", DeprecationWarning)
-    import simple_icd_10_cm as cm
+_TABLE = icd10cm_table()
+if _TABLE is None:  # pragma: no cover - the test extra installs footdrop-cds[codes]
+    raise ImportError("simple_icd_10_cm is missing: pip install -e '.[test]'")
+CM: IcdTable = _TABLE
 
 CARDS = Path(__file__).resolve().parent.parent / "cards"
-DOC = yaml.safe_load((CARDS / "valuesets.yaml").read_text("utf-8"))
-ORDERS = yaml.safe_load((CARDS / "orders.yaml").read_text("utf-8"))
+DOCUMENTS = read_documents(CARDS, YAML_FILES)
+DOC = DOCUMENTS["valuesets.yaml"]
+ORDERS = DOCUMENTS["orders.yaml"]
 INACTIVE = {"UNVERIFIED", "REJECTED"}
 
 ENTRIES = [(name, entry) for name, body in DOC["valuesets"].items() for entry in body["codes"]]
@@ -38,45 +47,34 @@ def test_sctid_check_itself():
     """The Appendix A check accepts 306170007 and rejects 306184000 and 46968001."""
     assert sctid_ok("306170007")
     assert not sctid_ok("306184000") and not sctid_ok("46968001")
+    assert "Verhoeff" in (sctid_problem("306184000") or "")
+
+
+def test_sctid_partition_is_checked():
+    """A well-formed id whose partition is not 00 or 10 (here 01, a description id) is refused."""
+    candidates = [f"607701{digit}" for digit in "0123456789"]
+    code = next(c for c in candidates if "Verhoeff" not in (sctid_problem(c) or ""))
+    assert "partition identifier '01'" in (sctid_problem(code) or "")
 
 
 @pytest.mark.parametrize("item", ICD_ENTRIES, ids=_id)
-def test_icd_code_is_in_the_cms_table(item):
-    """Every ICD-10-CM code (prefix categories included) is a valid item of the CMS tabular."""
+def test_icd_entry_agrees_with_the_cms_table(item):
+    """Every ICD-10-CM entry (inactive and prefix categories included) is an item of the CMS
+    tabular; its laterality is exactly the side the CMS description names; ``match: prefix`` is
+    declared only on categories (or on a leaf it excludes) and exact codes are billable leaves."""
     _, entry = item
-    assert cm.is_valid_item(entry["code"]), entry["code"]
-
-
-@pytest.mark.parametrize("item", ICD_ENTRIES, ids=_id)
-def test_icd_laterality_agrees_with_cms_description(item):
-    """Laterality in the file is exactly the side the official CMS description names."""
-    _, entry = item
-    words = cm.get_description(entry["code"]).lower().replace(",", " ").split()
-    if "bilateral" in words:
-        side = "bilateral"
-    elif "right" in words and "left" not in words:
-        side = "right"
-    elif "left" in words and "right" not in words:
-        side = "left"
-    else:
-        side = None
-    assert entry.get("laterality") == side, cm.get_description(entry["code"])
-
-
-@pytest.mark.parametrize("item", ICD_ENTRIES, ids=_id)
-def test_icd_prefix_only_on_categories(item):
-    """Prefix matching is declared only on non-leaf categories; exact codes are billable leaves."""
-    _, entry = item
-    if entry.get("match") == "prefix":
-        assert not cm.is_leaf(entry["code"]) or entry["code"] in ("G61.0",), entry["code"]
-    else:
-        assert cm.is_leaf(entry["code"]), f"{entry['code']} is a category: use match: prefix"
+    assert icd_entry_problems(entry, CM) == []
 
 
 @pytest.mark.parametrize("item", SNOMED_ACTIVE, ids=_id)
 def test_snomed_id_structure(item):
     """Every active SNOMED CT id passes the Verhoeff check digit and partition test."""
-    assert sctid_ok(item[1]["code"]), item[1]["code"]
+    assert sctid_problem(item[1]["code"]) is None
+
+
+def test_every_code_of_the_shipped_cards_passes():
+    """The check-content code checks find nothing in cards/ (orders, card, prefetch queries too)."""
+    assert code_problems(DOCUMENTS, CM) == []
 
 
 def test_emitted_order_codes_are_valid_snomed():
@@ -127,4 +125,4 @@ def test_drug_induced_retention_is_not_a_red_flag():
 def test_ms_matches_by_prefix():
     """FY2026: G35 is a category, so MS is matched by prefix."""
     (entry,) = [e for e in DOC["valuesets"]["competing-ms"]["codes"] if e["code"] == "G35"]
-    assert entry["match"] == "prefix" and not cm.is_leaf("G35")
+    assert entry["match"] == "prefix" and not CM.is_leaf("G35")

@@ -1,13 +1,15 @@
 """Load and validate the card content under ``cards/`` (YAML + Markdown) into a :class:`Content`.
 
-Used at application start-up and by ``cds-service check-content``. Every problem found (YAML
-syntax, JSON-Schema shape, unknown placeholder, missing template, bad threshold, malformed code
-entry ...) is collected and raised together in one :class:`ContentError`, so a clinical
-informaticist sees all of them in one run.
+Used at application start-up and by ``cds-service check-content``. Every problem found (JSON-Schema
+shape, unknown placeholder, missing template, bad threshold, malformed code entry ...) is collected
+and raised together in one :class:`ContentError`, so a clinical informaticist sees all of them in
+one run. A YAML file that cannot be read or parsed is the exception: it is reported alone (file,
+line, column, problem), since everything else would only be its follow-on errors.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,14 @@ import yaml
 
 from cds_service.domain.content import Content, ContentError, build_content
 
-__all__ = ["Content", "ContentError", "load_content"]
+__all__ = [
+    "YAML_LOADER",
+    "Content",
+    "ContentError",
+    "load_content",
+    "parse_yaml",
+    "read_documents",
+]
 
 _CODE_ENTRY = {
     "type": "object",
@@ -195,36 +204,97 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 }
 
 
-def _read_yaml(path: Path, problems: list[str]) -> dict[str, Any]:
-    name = path.name
+#: The libyaml C loader when PyYAML was built with it (about 8x faster), else the pure-Python one.
+YAML_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def yaml_error(name: str, error: yaml.YAMLError) -> str:
+    """One line naming the file, line and column of a YAML syntax error and the problem."""
+    if isinstance(error, yaml.MarkedYAMLError):
+        mark = error.problem_mark or error.context_mark
+        problem = error.problem or error.context or "syntax error"
+        if error.context and error.problem:
+            context = error.context
+            start = error.context_mark
+            if start is not None and (mark is None or start.line != mark.line):
+                context += f" started at line {start.line + 1}, column {start.column + 1}"
+            problem = f"{error.problem} ({context})"
+        if mark is not None:
+            return f"{name}: line {mark.line + 1}, column {mark.column + 1}: YAML syntax: {problem}"
+        return f"{name}: YAML syntax: {problem}"
+    return f"{name}: YAML syntax: {str(error).splitlines()[0] if str(error) else 'error'}"
+
+
+def parse_yaml(path: Path, name: str | None = None) -> Any:
+    """Read and parse one YAML file; raises :class:`ContentError` with one line on failure.
+
+    ``name`` is how the problem names the file (default: the file name).
+    """
+    name = name or path.name
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        problems.append(f"{name}: missing")
-        return {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        problems.append(f"{name}: cannot be read: {exc}".replace("\n", " "))
-        return {}
-    if not isinstance(data, dict):
-        problems.append(f"{name}: must be a YAML mapping")
-        return {}
+        raise ContentError([f"{name}: missing"]) from None
+    except UnicodeDecodeError as error:
+        raise ContentError(
+            [f"{name}: not UTF-8 text ({error.reason} at byte {error.start})"]
+        ) from None
+    except OSError as error:
+        raise ContentError([f"{name}: cannot be read ({error.strerror or error})"]) from None
+    try:
+        return yaml.load(text, Loader=YAML_LOADER)  # a safe loader: plain data only
+    except yaml.YAMLError as error:
+        raise ContentError([yaml_error(name, error)]) from None
+
+
+def read_documents(directory: Path, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Parse the YAML files ``names`` of ``directory``; each must be a mapping.
+
+    Raises :class:`ContentError` listing only the files that cannot be read or parsed: every
+    later check depends on them, so their follow-on problems would only bury the cause.
+    """
+    documents: dict[str, dict[str, Any]] = {}
+    problems: list[str] = []
+    for name in names:
+        try:
+            data = parse_yaml(directory / name)
+        except ContentError as error:
+            problems.extend(error.problems)
+            continue
+        if not isinstance(data, dict):
+            problems.append(f"{name}: must be a YAML mapping")
+            continue
+        documents[name] = data
+    if problems:
+        raise ContentError(problems)
+    return documents
+
+
+def _schema_problems(name: str, data: dict[str, Any]) -> list[str]:
     validator = jsonschema.Draft202012Validator(SCHEMAS[name])
+    problems = []
     for error in sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path)):
         where = "/".join(str(p) for p in error.absolute_path) or "(top)"
         problems.append(f"{name}: {where}: {error.message}")
-    return data
+    return problems
 
 
-def load_content(directory: Path) -> Content:
+def load_content(directory: Path, documents: Mapping[str, Any] | None = None) -> Content:
     """Read ``directory`` (the ``cards/`` folder) and build the engine's :class:`Content`.
 
-    Raises :class:`ContentError` listing every problem found.
+    ``documents`` are the already parsed YAML files by name (``check_content`` parses them once);
+    by default they are read here. A file that cannot be read or parsed stops the check with
+    that problem alone. Raises :class:`ContentError` listing every problem found.
     """
     directory = Path(directory)
-    problems: list[str] = []
     if not directory.is_dir():
         raise ContentError([f"{directory}: not a directory"])
-    docs = {name: _read_yaml(directory / name, problems) for name in SCHEMAS}
+    if documents is None:
+        documents = read_documents(directory, SCHEMAS)
+    docs = {name: documents[name] for name in SCHEMAS}
+    problems: list[str] = []
+    for name, data in docs.items():
+        problems.extend(_schema_problems(name, data))
     templates: dict[str, str] = {}
     template_dir = directory / "templates"
     if not template_dir.is_dir():

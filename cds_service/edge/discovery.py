@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-
-import yaml
+from typing import Any
 
 from cds_service.domain.prefetch_templates import TemplateError, validate_template
 from cds_service.domain.services import ServiceSpec, ServiceSpecError, parse_services
+from cds_service.edge.content import ContentError, parse_yaml
 
 # Root-level primitive context fields per hook: the only context fields usable as prefetch tokens.
 TOKEN_FIELDS = {
@@ -17,16 +18,20 @@ TOKEN_FIELDS = {
 }
 
 
-def load_services(content_dir: Path) -> tuple[ServiceSpec, ...]:
-    """Parse and check ``services.yaml``; raises ServiceSpecError naming the problem."""
-    path = content_dir / "services.yaml"
-    try:
-        document = yaml.safe_load(path.read_text("utf-8"))
-    except OSError as error:
-        raise ServiceSpecError(f"{path}: cannot read ({error.strerror})") from None
-    except yaml.YAMLError as error:
-        raise ServiceSpecError(f"{path}: not valid YAML ({error})") from None
-    if not isinstance(document, dict):
+def load_services(
+    content_dir: Path, document: Mapping[str, Any] | None = None
+) -> tuple[ServiceSpec, ...]:
+    """Parse and check ``services.yaml``; raises ServiceSpecError naming the problem.
+
+    ``document`` is the already parsed file (``check_content`` parses every file once).
+    """
+    path = Path(content_dir) / "services.yaml"
+    if document is None:
+        try:
+            document = parse_yaml(path, name=str(path))
+        except ContentError as error:
+            raise ServiceSpecError(error.problems[0]) from None
+    if not isinstance(document, Mapping):
         raise ServiceSpecError(f"{path}: must be a mapping with a 'services' list")
     services = parse_services(document)
     for spec in services:

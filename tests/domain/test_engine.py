@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import copy
 import json
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -270,8 +269,13 @@ def test_realistic_variations_give_valid_cards(code, site, hours, verification):
             get_fhir_model_class(resource["resourceType"]).model_validate(resource)
 
 
-def test_thousand_mostly_irrelevant_resources_cost_little():
-    """1,000 prefetch resources (vitals, unrelated diagnoses, oral drugs) cost <= 4x json.loads."""
+def test_thousand_mostly_irrelevant_resources_leave_the_card_unchanged():
+    """1,000 prefetch resources (vitals, unrelated diagnoses, oral drugs) do not change the card.
+
+    Their cost (at most 4x `json.loads` of the same body) is measured by `make bench`
+    (benchmarks/inprocess.py), not timed here: a wall-clock limit in a unit test fails on a busy
+    machine for reasons that have nothing to do with the change.
+    """
     noise = []
     for i in range(997):
         kind = i % 3
@@ -299,21 +303,11 @@ def test_thousand_mostly_irrelevant_resources_cost_little():
                     "dosage": {"route": {"text": "oral"}},
                 }
             )
-    resources = [condition(), im_procedure(), mrc(2, "2025-06-12T09:00:00Z"), *noise]
-    body = json.dumps(resources)
-
-    def best(fn, n=15):
-        times = []
-        for _ in range(n):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return min(times)
-
-    baseline = best(lambda: json.loads(body))
-    cost = best(lambda: run(*resources))
-    assert run(*resources).cards[0]["indicator"] == "warning"
-    assert cost <= 4 * baseline, f"engine {cost * 1e3:.2f} ms vs json.loads {baseline * 1e3:.2f} ms"
+    core = [condition(), im_procedure(), mrc(2, "2025-06-12T09:00:00Z")]
+    alone = run(*core).cards
+    with_noise = run(*core, *noise).cards
+    assert with_noise[0]["indicator"] == "warning"
+    assert with_noise == alone
 
 
 FORBIDDEN = {

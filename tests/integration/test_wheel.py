@@ -1,0 +1,158 @@
+"""The built wheel works outside the checkout: content, examples, CLI and a served /healthz.
+
+The wheel is built from a copy of the source tree, installed into a fresh virtual environment in a
+temporary directory (its dependencies from the package index), and run from another directory, so
+nothing can be found by accident in the repository.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import venv
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.integration
+
+_SKIP = {".venv", ".git", "var", "build", "dist", ".pytest_cache", ".ruff_cache", ".mypy_cache"}
+
+
+def _copy_source(target: Path) -> Path:
+    def ignore(_directory: str, names: list[str]) -> set[str]:
+        skipped = {n for n in names if n in _SKIP or n.startswith(".venv")}
+        return skipped | {n for n in names if n.endswith(".egg-info") or n == "__pycache__"}
+
+    shutil.copytree(ROOT, target, symlinks=True, ignore=ignore)
+    return target
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A fresh venv (outside the repository) with only the built wheel and its dependencies."""
+    base = tmp_path_factory.mktemp("wheel")
+    source = _copy_source(base / "src")
+    dist = base / "dist"
+    subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), str(source)],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    (wheel,) = dist.glob("footdrop_cds-*.whl")
+    env_dir = base / "venv"
+    venv.EnvBuilder(with_pip=True, clear=True).create(env_dir)
+    python = env_dir / "bin" / "python"
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    yield env_dir
+
+
+def _env(workdir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CDS_", "PYTHON"))}
+    env["PATH"] = os.pathsep.join(
+        p for p in env.get("PATH", "").split(os.pathsep) if ".venv" not in p
+    )
+    env["HOME"] = str(workdir)
+    return env
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """An empty working directory far from the repository."""
+    path = tmp_path / "elsewhere"
+    path.mkdir()
+    return path
+
+
+def test_the_wheel_carries_the_content_and_checks_it(installed: Path, workdir: Path) -> None:
+    """`cds-service check-content` in the installed wheel finds and accepts the bundled cards/."""
+    done = subprocess.run(
+        [str(installed / "bin" / "cds-service"), "check-content"],
+        cwd=workdir,
+        env=_env(workdir),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "content OK" in done.stdout
+    assert "site-packages" in done.stdout  # the content read is the installed copy
+    assert str(ROOT) not in done.stdout
+
+
+def test_the_wheel_calls_a_bundled_example(installed: Path, workdir: Path) -> None:
+    """`python -m cds_service call <example>` answers with a card and writes nothing to the cwd."""
+    done = subprocess.run(
+        [str(installed / "bin" / "python"), "-m", "cds_service", "call", "patient-view-foot-drop"],
+        cwd=workdir,
+        env=_env(workdir),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert '"cards"' in done.stdout and "foot drop" in done.stdout.lower()
+    assert "Traceback" not in done.stderr
+    assert list(workdir.iterdir()) == []
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_the_wheel_serves_healthz_with_its_database_in_the_working_directory(
+    installed: Path, workdir: Path
+) -> None:
+    """The installed `cds-service serve` answers /healthz; SQLite is in ./var, not site-packages."""
+    port = _free_port()
+    env = {**_env(workdir), "PORT": str(port), "WEB_CONCURRENCY": "1", "GUNICORN_THREADS": "2"}
+    server = subprocess.Popen(
+        [str(installed / "bin" / "cds-service"), "serve"],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        status = None
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                status = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code
+                if status == 200:
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        assert status == 200, "the installed service never answered /healthz"
+        assert (workdir / "var" / "feedback.sqlite3").is_file()
+        site = next((installed / "lib").glob("python3*/site-packages"))
+        assert not (site / "var").exists()
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait(timeout=30)
+        assert server.stderr is not None
+        server.stderr.close()
