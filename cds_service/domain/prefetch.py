@@ -2,6 +2,9 @@
 
 A key that is absent, or whose value is an OperationOutcome (the client's fetch failed), must be
 fetched by the service; ``null`` means the client knows there is nothing, so it is never fetched.
+A searchset Bundle with a ``next`` link is only the first page: it is never used as if it were the
+whole answer (a haematoma on page 2 would turn a critical card into a routine one), so the key is
+fetched whole like an absent one.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ class PrefetchPlan:
     resources: Mapping[str, list[dict[str, Any]]]
     to_fetch: tuple[str, ...]
     client_failures: Mapping[str, str]
-    paginated: tuple[str, ...] = ()
 
 
 def plan_prefetch(prefetch: Mapping[str, Any], keys: Iterable[str]) -> PrefetchPlan:
@@ -26,7 +28,6 @@ def plan_prefetch(prefetch: Mapping[str, Any], keys: Iterable[str]) -> PrefetchP
     resources: dict[str, list[dict[str, Any]]] = {}
     to_fetch: list[str] = []
     failures: dict[str, str] = {}
-    paginated: list[str] = []
     for key in keys:
         if key not in prefetch:
             to_fetch.append(key)
@@ -37,11 +38,12 @@ def plan_prefetch(prefetch: Mapping[str, Any], keys: Iterable[str]) -> PrefetchP
         elif isinstance(value, Mapping) and value.get("resourceType") == "OperationOutcome":
             to_fetch.append(key)
             failures[key] = "client sent an OperationOutcome"
+        elif has_next_page(value):
+            to_fetch.append(key)
+            failures[key] = "prefetched Bundle is incomplete (it has a next page)"
         else:
             resources[key] = flatten(value)
-            if has_next_page(value):
-                paginated.append(key)
-    return PrefetchPlan(resources, tuple(to_fetch), failures, tuple(paginated))
+    return PrefetchPlan(resources, tuple(to_fetch), failures)
 
 
 def flatten(value: Any) -> list[dict[str, Any]]:

@@ -70,8 +70,6 @@ class HookRunner:
         plan = plan_prefetch(request.prefetch, spec.prefetch_keys)
         gathered = dict(plan.resources)
         wanted = list(plan.to_fetch)
-        if request.fhir_server:
-            wanted += [key for key in plan.paginated if key not in wanted]
         failures: dict[str, str] = {key: "not prefetched" for key in wanted}
         failures.update(plan.client_failures)
         fetched = 0
