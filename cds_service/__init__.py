@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from cds_service.domain.content import Content
     from cds_service.domain.services import ServiceSpec
     from cds_service.edge.feedback_store import FeedbackStore
+    from cds_service.edge.replay_guard import SqlReplayGuard
 
 log = logging.getLogger("cds_service")
 
@@ -76,6 +77,20 @@ def open_feedback_store(database_url: str) -> FeedbackStore:
     return store
 
 
+def open_replay_guard(database_url: str) -> SqlReplayGuard:
+    """The JWT replay store (its own engine, short waits), or a one-line :class:`StartupError`."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from cds_service.edge.database import REPLAY_WAIT_SECONDS, make_engine
+    from cds_service.edge.replay_guard import SqlReplayGuard
+
+    try:
+        engine = make_engine(database_url, durable=False, wait_seconds=REPLAY_WAIT_SECONDS)
+        return SqlReplayGuard(engine)
+    except (OSError, SQLAlchemyError, ImportError) as error:
+        raise StartupError(f"replay store {_redacted(database_url)}: {_reason(error)}") from None
+
+
 def _redacted(database_url: str) -> str:
     """The URL without its password, for messages."""
     from sqlalchemy.engine import make_url
@@ -95,7 +110,6 @@ def create_app(
     """Build the WSGI app. ``clock`` is for tests that evaluate fixtures at their own time."""
     from cds_service.domain.prefetch_templates import fill_template
     from cds_service.domain.services import ServiceSpecError
-    from cds_service.edge.database import make_engine
     from cds_service.edge.fhir_client import FetchPolicy, FhirClient
     from cds_service.logs import configure_logging
     from cds_service.web.api import bp
@@ -133,7 +147,6 @@ def create_app(
     )
     if settings.auth:
         from cds_service.edge.jwt_auth import JwtPolicy, JwtVerifier
-        from cds_service.edge.replay_guard import SqlReplayGuard
 
         runtime.verifier = JwtVerifier(
             JwtPolicy(
@@ -141,7 +154,7 @@ def create_app(
                 algorithms=settings.jwt_algorithms,
                 leeway_seconds=settings.jwt_leeway_seconds,
             ),
-            SqlReplayGuard(make_engine(settings.database_url, durable=False)),
+            open_replay_guard(settings.replay_url),
         )
 
     app = Flask(__name__)

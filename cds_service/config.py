@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
 from cds_service.errors import OperatorError
 
@@ -37,6 +38,10 @@ class Settings:
 
     environment: str = "development"
     database_url: str = field(default_factory=default_database_url)
+    #: Where hooks claim JWT ``jti`` values; default: beside the feedback database (a separate
+    #: SQLite file, so a feedback write never holds the lock a hook waits on), or the same
+    #: PostgreSQL database through its own small pool with short timeouts.
+    replay_database_url: str | None = None
     content_dir: Path = DEFAULT_CONTENT_DIR
     public_url: str | None = None
     auth: bool = False
@@ -52,6 +57,19 @@ class Settings:
     fhir_max_workers: int = 64
     allow_insecure_fhir: bool = False
     log_level: str = "INFO"
+
+    @property
+    def replay_url(self) -> str:
+        """The replay store's URL: the setting, else derived from the feedback database's."""
+        if self.replay_database_url:
+            return self.replay_database_url
+        from sqlalchemy.engine import make_url
+
+        url = make_url(self.database_url)
+        if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+            return self.database_url
+        path = Path(url.database)
+        return str(url.set(database=str(path.with_name(f"{path.stem}-replay{path.suffix}"))))
 
     @property
     def is_production(self) -> bool:
@@ -108,7 +126,8 @@ class Settings:
         read = _Reader(env, problems)
         settings = cls(
             environment=environment,
-            database_url=read.database_url(),
+            database_url=read.database_url("CDS_DATABASE_URL"),
+            replay_database_url=read.database_url("CDS_REPLAY_DATABASE_URL", optional=True),
             content_dir=read.directory("CDS_CONTENT_DIR", DEFAULT_CONTENT_DIR),
             public_url=read.url("CDS_PUBLIC_URL"),
             auth=read.flag("CDS_AUTH", production),
@@ -236,12 +255,12 @@ class _Reader:
             self.problems.append(f"{name}: {path} is not a directory")
         return path
 
-    def database_url(self) -> str:
+    def database_url(self, name: str, *, optional: bool = False) -> Any:
         """A SQLite or PostgreSQL URL whose driver is installed (checked without connecting)."""
-        raw = self._raw("CDS_DATABASE_URL")
+        raw = self._raw(name)
         if raw is None:
-            return default_database_url()
-        problem = database_url_problem(raw)
+            return None if optional else default_database_url()
+        problem = database_url_problem(raw, name)
         if problem:
             self.problems.append(problem)
         return raw
@@ -264,7 +283,7 @@ class _Reader:
         return value
 
 
-def database_url_problem(url: str) -> str | None:
+def database_url_problem(url: str, name: str = "CDS_DATABASE_URL") -> str | None:
     """Why ``url`` cannot be used as the feedback database, or None; no connection is made."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
@@ -272,22 +291,22 @@ def database_url_problem(url: str) -> str | None:
     try:
         parsed = make_url(url)
     except ArgumentError:
-        return "CDS_DATABASE_URL is not a database URL (e.g. sqlite:///var/feedback.sqlite3)"
+        return f"{name} is not a database URL (e.g. sqlite:///var/feedback.sqlite3)"
     backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
     if backend == "sqlite":
         if driver not in ("pysqlite", ""):
-            return f"CDS_DATABASE_URL: SQLite driver {driver!r} is not supported (use sqlite:///)"
+            return f"{name}: SQLite driver {driver!r} is not supported (use sqlite:///)"
         return None
     if backend == "postgresql":
         if driver not in ("psycopg", "psycopg2", ""):
-            return f"CDS_DATABASE_URL: driver {driver!r} is not supported (use postgresql://)"
+            return f"{name}: driver {driver!r} is not supported (use postgresql://)"
         if importlib.util.find_spec("psycopg") is None:
             return (
-                "CDS_DATABASE_URL names PostgreSQL but its driver is not installed: "
+                f"{name} names PostgreSQL but its driver is not installed: "
                 "pip install 'footdrop-cds[postgres]'"
             )
         return None
-    return f"CDS_DATABASE_URL: {backend!r} is not supported (use sqlite:/// or postgresql://)"
+    return f"{name}: {backend!r} is not supported (use sqlite:/// or postgresql://)"
 
 
 def _setting_words(message: str) -> str:

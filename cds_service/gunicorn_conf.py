@@ -41,7 +41,7 @@ def on_starting(server: object) -> None:
     import cds_service.web.handlers
     import cds_service.web.hooks
     import cds_service.web.openapi  # noqa: F401
-    from cds_service import load_content_and_services, open_feedback_store
+    from cds_service import load_content_and_services, open_feedback_store, open_replay_guard
     from cds_service.config import Settings
     from cds_service.errors import OperatorError
 
@@ -49,6 +49,8 @@ def on_starting(server: object) -> None:
         settings = Settings.from_env()
         load_content_and_services(settings.content_dir)
         open_feedback_store(settings.database_url).dispose()
+        if settings.auth:
+            open_replay_guard(settings.replay_url).dispose()
     except OperatorError as error:
         print(f"cds-service: {error}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None

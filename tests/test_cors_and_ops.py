@@ -69,11 +69,18 @@ def test_cors_origins_are_configurable(settings, clock):
     assert "Access-Control-Allow-Origin" not in other.headers
 
 
-def test_healthz_reports_process_and_database(client):
-    """/healthz says the process is up and the database answers."""
+def test_healthz_reports_process_database_and_version(client):
+    """/healthz says the process is up, the database answers, the version, and replay is off."""
+    from cds_service import __version__
+
     response = client.get("/healthz")
     assert response.status_code == 200
-    assert response.get_json() == {"status": "ok", "database": "ok"}
+    assert response.get_json() == {
+        "status": "ok",
+        "version": __version__,
+        "database": "ok",
+        "replay": "off",
+    }
 
 
 def test_openapi_documents_every_route_with_the_validation_schemas(client, app):

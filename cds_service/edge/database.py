@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,38 +15,57 @@ class StoreUnavailableError(RuntimeError):
     """The database cannot be reached or refused the write; nothing was acknowledged."""
 
 
-def make_engine(database_url: str, *, durable: bool = True) -> Engine:
+#: How long a feedback write may wait for a lock or a pooled connection.
+FEEDBACK_WAIT_SECONDS = 10.0
+#: How long a hook's replay claim may wait: a held lock or a stuck database costs a hook this
+#: much at most, then 503, never the seconds a feedback batch may take.
+REPLAY_WAIT_SECONDS = 0.5
+
+
+def make_engine(
+    database_url: str, *, durable: bool = True, wait_seconds: float = FEEDBACK_WAIT_SECONDS
+) -> Engine:
     """An engine for ``database_url``; SQLite files get their folder and WAL pragmas.
 
     ``durable`` (feedback) syncs every commit to disk. The JWT replay guard passes False: losing
     its last rows in a power cut only reopens replay for tokens that expire within minutes, and a
-    full sync per call would cap hook throughput.
+    full sync per call would cap hook throughput. ``wait_seconds`` bounds every wait: a lock
+    (SQLite busy timeout, PostgreSQL lock and statement timeouts), a connection, a pool slot.
     """
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 10})
-        event.listen(engine, "connect", _sqlite_pragmas)
-        if not durable:
-            event.listen(engine, "connect", _sqlite_normal_sync)
+        engine = create_engine(url, connect_args={"timeout": wait_seconds})
+        event.listen(engine, "connect", _sqlite_pragmas(durable, wait_seconds))
         return engine
     if url.get_backend_name() == "postgresql" and url.get_driver_name() in ("psycopg2", ""):
         url = url.set(drivername="postgresql+psycopg")
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    millis = max(1, int(wait_seconds * 1000))
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=5,
+        max_overflow=5,
+        pool_timeout=wait_seconds,
+        connect_args={
+            "connect_timeout": max(1, math.ceil(wait_seconds)),
+            "options": f"-c lock_timeout={millis} -c statement_timeout={4 * millis}",
+        },
+    )
 
 
-def _sqlite_normal_sync(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_pragmas(durable: bool, wait_seconds: float) -> Callable[[Any, Any], None]:
     """WAL lets readers run beside the writer; FULL makes every commit survive power loss."""
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=FULL")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
+    synchronous = "FULL" if durable else "NORMAL"
+    busy = max(1, int(wait_seconds * 1000))
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute(f"PRAGMA busy_timeout={busy}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    return on_connect

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
@@ -62,6 +63,14 @@ class ReplayGuard(Protocol):
         """Release connections (shutdown)."""
         ...
 
+    def probe(self) -> None:
+        """Raise unless a claim can be written now (for /healthz: locks, full disk, outage)."""
+        ...
+
+
+#: The issuer under which /healthz probes write; never a real issuer (not a URL).
+PROBE_ISSUER = "footdrop-cds health probe"
+
 
 class SqlReplayGuard:
     """A :class:`ReplayGuard` backed by the ``jwt_replay`` table (SQLite or PostgreSQL).
@@ -104,6 +113,11 @@ class SqlReplayGuard:
     def dispose(self) -> None:
         """Close pooled connections (shutdown)."""
         self._engine.dispose()
+
+    def probe(self) -> None:
+        """Write (and let expire) one claim, exactly as a hook would; raises what a hook would."""
+        now = self._clock()
+        self.claim(PROBE_ISSUER, f"{uuid.uuid4()}", now + 1.0)
 
     def claim(self, issuer: str, jti: str, expires_at: float) -> bool:
         _check_key_part("issuer", issuer, MAX_ISSUER_LENGTH)

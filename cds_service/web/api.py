@@ -9,13 +9,13 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from cds_service import schemas
+from cds_service import __version__, schemas
 from cds_service.domain.request import HookRequest
 from cds_service.domain.services import KNOWN_HOOKS, ServiceSpec
 from cds_service.edge.database import StoreUnavailableError
 from cds_service.edge.jwt_auth import AuthenticationError
 from cds_service.web.body import read_json_object
-from cds_service.web.errors import ApiError, error_response
+from cds_service.web.errors import ApiError
 from cds_service.web.runtime import Runtime
 
 bp = Blueprint("cds", __name__)
@@ -152,11 +152,31 @@ def _impossible_timestamps(items: list[dict[str, Any]]) -> list[str]:
 
 @bp.get("/healthz")
 def healthz() -> Response:
+    """What actually works: the feedback database, and the replay store every hook writes to.
+
+    Any part down is 503 with the same body, so an orchestrator can act on what failed.
+    """
+    rt = runtime()
+    parts: dict[str, str] = {"database": "ok", "replay": "off"}
     try:
-        runtime().store.ping()
+        rt.store.ping()
     except StoreUnavailableError:
-        return error_response(503, "database unreachable")
-    return jsonify({"status": "ok", "database": "ok"})
+        parts["database"] = "down"
+    if rt.verifier is not None:
+        try:
+            rt.verifier.replay_guard.probe()
+            parts["replay"] = "ok"
+        except Exception as error:  # any failure of the store is "down", whatever its class
+            parts["replay"] = "down"
+            log.error(
+                "replay store probe failed",
+                extra={"event": "health", "error_class": type(error).__name__},
+            )
+    healthy = "down" not in parts.values()
+    body = {"status": "ok" if healthy else "down", "version": __version__, **parts}
+    response = jsonify(body)
+    response.status_code = 200 if healthy else 503
+    return response
 
 
 @bp.get("/openapi.json")

@@ -37,8 +37,16 @@ def build_openapi(version: str, service_ids: list[str]) -> dict[str, Any]:
     }
     components["Health"] = {
         "type": "object",
-        "required": ["status"],
-        "properties": {"status": {"const": "ok"}, "database": {"const": "ok"}},
+        "required": ["status", "version", "database", "replay"],
+        "properties": {
+            "status": {"enum": ["ok", "down"]},
+            "version": {"type": "string"},
+            "database": {"enum": ["ok", "down"], "description": "feedback database"},
+            "replay": {
+                "enum": ["ok", "down", "off"],
+                "description": "JWT replay store every hook writes to (off: auth off)",
+            },
+        },
     }
 
     def error(description: str) -> dict[str, Any]:
@@ -138,8 +146,8 @@ def build_openapi(version: str, service_ids: list[str]) -> dict[str, Any]:
                     "summary": "Liveness and database reachability",
                     "operationId": "health",
                     "responses": {
-                        "200": ok("Health", "Up, database reachable"),
-                        "503": error("Database unreachable"),
+                        "200": ok("Health", "Up: the database answers, the replay store writes"),
+                        "503": ok("Health", "A part is down: the body names it"),
                     },
                 }
             },
