@@ -7,6 +7,9 @@ fall to ~38 req/s when each hook waits 50 ms; gthread with 8-16 threads holds 17
 import multiprocessing
 import os
 
+# gunicorn's runtime control socket defaults to one path in $HOME shared by every instance on the
+# host; the service is managed by signals and its orchestrator, so it is off.
+control_socket_disable = True
 preload_app = False  # each worker builds its own app: no database or thread pool crosses a fork
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8080')}"

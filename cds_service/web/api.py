@@ -184,6 +184,15 @@ def openapi() -> Response:
     return jsonify(runtime().openapi)
 
 
+@bp.after_app_request
+def _options_have_no_body(response: Response) -> Response:
+    """OPTIONS (preflight or not) answers 204 with Allow and no body, never an empty text/html."""
+    if request.method == "OPTIONS" and response.status_code == 200 and not response.get_data():
+        response.status_code = 204
+        del response.headers["Content-Type"]
+    return response
+
+
 @bp.after_request
 def _log_request(response: Response) -> Response:
     started = g.get("started")
