@@ -170,12 +170,42 @@ def test_report_counts_per_service_card_and_suggestion(tmp_path):
     """The report gives acceptance and override counts per service, card and suggestion."""
     store = FeedbackStore(make_engine(f"sqlite:///{tmp_path / 'r.sqlite3'}"))
     store.create_schema()
-    store.record("svc", [accepted(card="a", suggestion="s1"), overridden(card="a")])
+    store.record("svc", [accepted(card="a", suggestion="s1"), overridden(card="c")])
     store.record("svc", [accepted(card="b", suggestion="s1", at="2025-06-13T11:00:00Z")])
     rows = {(r.service_id, r.card_uuid, r.suggestion_uuid): r for r in store.report()}
     assert (rows["svc", None, None].accepted, rows["svc", None, None].overridden) == (2, 1)
-    assert (rows["svc", "a", None].accepted, rows["svc", "a", None].overridden) == (1, 1)
+    assert (rows["svc", "c", None].accepted, rows["svc", "c", None].overridden) == (0, 1)
     assert rows["svc", "a", "s1"].accepted == 1 and rows["svc", "b", "s1"].accepted == 1
+    store.dispose()
+
+
+def test_a_card_counts_once_by_its_latest_outcome(tmp_path):
+    """Override then accept (later): both are stored, the report counts the card as accepted."""
+    store = FeedbackStore(make_engine(f"sqlite:///{tmp_path / 'r.sqlite3'}"))
+    store.create_schema()
+    first = {**overridden(card="a"), "outcomeTimestamp": "2025-06-13T10:00:00Z"}
+    later = accepted(card="a", suggestion="s1", at="2025-06-13T10:30:00+02:00")  # 08:30Z: earlier
+    latest = accepted(card="a", suggestion="s2", at="2025-06-13T10:45:00Z")
+    assert store.record("svc", [first, later, latest]).stored == 3
+    rows = {(r.service_id, r.card_uuid, r.suggestion_uuid): r for r in store.report()}
+    assert (rows["svc", "a", None].accepted, rows["svc", "a", None].overridden) == (1, 0)
+    assert ("svc", "a", "s2") in rows and ("svc", "a", "s1") not in rows
+    assert store.count() == 3
+    store.dispose()
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    ["2025-06-13T10:05:00+00:00", "2025-06-13T12:05:00+02:00", "2025-06-13t10:05:00.000000z"],
+)
+def test_the_same_instant_spelt_differently_is_one_item(tmp_path, spelling):
+    """Z, +00:00, another offset and lower case for one instant do not defeat de-duplication."""
+    store = FeedbackStore(make_engine(f"sqlite:///{tmp_path / 'r.sqlite3'}"))
+    store.create_schema()
+    assert store.record("svc", [accepted()]).stored == 1
+    again = store.record("svc", [accepted(at=spelling)])
+    assert (again.stored, again.duplicates) == (0, 1)
+    store.dispose()
 
 
 def test_feedback_over_real_http(live_server):

@@ -156,59 +156,61 @@ class FeedbackStore:
             raise StoreUnavailableError("database unreachable") from error
 
     def report(self) -> list[ReportRow]:
-        """Counts per service, per card within a service, and per accepted suggestion."""
-        accepted = func.sum(func.cast(feedback_table.c.outcome == "accepted", Integer))
-        overridden = func.sum(func.cast(feedback_table.c.outcome == "overridden", Integer))
-        rows: list[ReportRow] = []
+        """Counts per service, per card within a service, and per accepted suggestion.
+
+        Every item is kept as sent (an audit trail), but a card counts once: by its latest
+        outcome (``outcomeTimestamp``, then arrival). A clinician who overrode a card and later
+        accepted it has accepted it.
+        """
         try:
             with self._engine.connect() as connection:
-                per_service = connection.execute(
-                    select(feedback_table.c.service_id, accepted, overridden)
-                    .group_by(feedback_table.c.service_id)
-                    .order_by(feedback_table.c.service_id)
-                )
-                rows += [
-                    ReportRow(s, None, None, int(a or 0), int(o or 0)) for s, a, o in per_service
-                ]
-                per_card = connection.execute(
+                items = connection.execute(
                     select(
+                        feedback_table.c.id,
                         feedback_table.c.service_id,
                         feedback_table.c.card_uuid,
-                        accepted,
-                        overridden,
+                        feedback_table.c.outcome,
+                        feedback_table.c.outcome_timestamp,
                     )
-                    .group_by(feedback_table.c.service_id, feedback_table.c.card_uuid)
-                    .order_by(feedback_table.c.service_id, feedback_table.c.card_uuid)
-                )
-                rows += [ReportRow(s, c, None, int(a or 0), int(o or 0)) for s, c, a, o in per_card]
-                per_suggestion = connection.execute(
+                ).all()
+                latest: dict[tuple[str, str], tuple[str, int, str]] = {}
+                for item_id, service, card, outcome, stamp in items:
+                    key = (service, card)
+                    if key not in latest or (stamp, item_id) > latest[key][:2]:
+                        latest[key] = (stamp, item_id, outcome)
+                kept = [item_id for _, item_id, _ in latest.values()]
+                suggestions = connection.execute(
                     select(
                         feedback_table.c.service_id,
                         feedback_table.c.card_uuid,
                         accepted_suggestion_table.c.suggestion_uuid,
-                        func.count(),
                     )
                     .join(accepted_suggestion_table)
-                    .group_by(
-                        feedback_table.c.service_id,
-                        feedback_table.c.card_uuid,
-                        accepted_suggestion_table.c.suggestion_uuid,
-                    )
-                    .order_by(
-                        feedback_table.c.service_id,
-                        feedback_table.c.card_uuid,
-                        accepted_suggestion_table.c.suggestion_uuid,
-                    )
-                )
-                rows += [ReportRow(s, c, g, int(n), 0) for s, c, g, n in per_suggestion]
+                    .where(feedback_table.c.id.in_(kept))
+                ).all()
         except SQLAlchemyError as error:
             raise StoreUnavailableError("database unreachable") from error
+        per_service: dict[str, list[int]] = {}
+        per_card: dict[tuple[str, str], list[int]] = {}
+        for (service, card), (_, _, outcome) in latest.items():
+            column = 0 if outcome == "accepted" else 1
+            per_service.setdefault(service, [0, 0])[column] += 1
+            per_card.setdefault((service, card), [0, 0])[column] += 1
+        per_suggestion: dict[tuple[str, str, str], int] = {}
+        for service, card, suggestion in suggestions:
+            per_suggestion[service, card, suggestion] = (
+                per_suggestion.get((service, card, suggestion), 0) + 1
+            )
+        rows = [ReportRow(s, None, None, a, o) for s, (a, o) in sorted(per_service.items())]
+        rows += [ReportRow(s, c, None, a, o) for (s, c), (a, o) in sorted(per_card.items())]
+        rows += [ReportRow(s, c, g, n, 0) for (s, c, g), n in sorted(per_suggestion.items())]
         return rows
 
 
 def _row(service_id: str, item: Mapping[str, Any], received_at: datetime) -> dict[str, Any]:
+    item = normalise(item)
     reason = (item.get("overrideReason") or {}).get("reason") or {}
-    comment = (item.get("overrideReason") or {}).get("userComment")
+    has_comment = bool((item.get("overrideReason") or {}).get("hasComment"))
     return {
         "fingerprint": fingerprint(service_id, item),
         "service_id": service_id,
@@ -216,13 +218,37 @@ def _row(service_id: str, item: Mapping[str, Any], received_at: datetime) -> dic
         "outcome": item["outcome"],
         "override_system": reason.get("system"),
         "override_code": reason.get("code"),
-        "override_has_comment": bool(comment),
+        "override_has_comment": has_comment,
         "outcome_timestamp": item["outcomeTimestamp"],
         "received_at": received_at,
     }
 
 
+def normalise(item: Mapping[str, Any]) -> dict[str, Any]:
+    """One spelling per meaning, so a re-sent item is recognised however it is written.
+
+    The timestamp becomes UTC with microseconds and ``Z`` (``Z``, ``+00:00`` and ``+02:00`` for the
+    same instant are one item); accepted suggestions are sorted and de-duplicated; a comment is
+    reduced to its presence (its text, possibly PHI, is never stored).
+    """
+    result = dict(item)
+    moment = datetime.fromisoformat(str(item["outcomeTimestamp"]).upper().replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    result["outcomeTimestamp"] = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if "acceptedSuggestions" in item:
+        ids = sorted({s["id"] for s in item["acceptedSuggestions"] if "id" in s})
+        result["acceptedSuggestions"] = [{"id": i} for i in ids]
+    override = item.get("overrideReason")
+    if isinstance(override, Mapping):
+        result["overrideReason"] = {
+            **{k: v for k, v in override.items() if k != "userComment"},
+            "hasComment": bool(override.get("userComment")),
+        }
+    return result
+
+
 def fingerprint(service_id: str, item: Mapping[str, Any]) -> str:
-    """A stable digest of one feedback item: the same item sent twice is stored once."""
+    """A stable digest of one (normalised) feedback item: sent twice, it is stored once."""
     canonical = json.dumps([service_id, item], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
