@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -259,3 +260,24 @@ def test_postgres_store_is_idempotent_and_durable(postgres_url, settings, clock)
         assert restarted.test_client().get("/healthz").status_code == 200
     finally:
         dispose(restarted)
+
+
+def test_a_deeply_nested_extension_is_stored_not_a_500(tmp_path):
+    """An override extension nested far deeper than json.dumps copes with is stored, not a 500.
+
+    The store keeps only the fields it needs, so the fingerprint never serialises the extension.
+    """
+    deep: dict = {}
+    cursor = deep
+    for _ in range(5000):
+        cursor["x"] = {}
+        cursor = cursor["x"]
+    item = overridden(card="deep")
+    item["overrideReason"]["reason"]["extension"] = deep
+    with pytest.raises(RecursionError):
+        json.dumps(item)  # what fingerprinting the raw item used to do
+    store = FeedbackStore(make_engine(f"sqlite:///{tmp_path / 'r.sqlite3'}"))
+    store.create_schema()
+    assert store.record("svc", [item]).stored == 1
+    assert store.record("svc", [overridden(card="deep")]).duplicates == 1  # extension not kept
+    store.dispose()

@@ -225,24 +225,31 @@ def _row(service_id: str, item: Mapping[str, Any], received_at: datetime) -> dic
 
 
 def normalise(item: Mapping[str, Any]) -> dict[str, Any]:
-    """One spelling per meaning, so a re-sent item is recognised however it is written.
+    """The fields the store keeps, one spelling per meaning, so a re-sent item is recognised.
 
     The timestamp becomes UTC with microseconds and ``Z`` (``Z``, ``+00:00`` and ``+02:00`` for the
     same instant are one item); accepted suggestions are sorted and de-duplicated; a comment is
-    reduced to its presence (its text, possibly PHI, is never stored).
+    reduced to its presence (its text, possibly PHI, is never stored). Anything else the client
+    sent (extensions, however deeply nested) is not kept, so it cannot change the fingerprint.
     """
-    result = dict(item)
     moment = datetime.fromisoformat(str(item["outcomeTimestamp"]).upper().replace("Z", "+00:00"))
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    result["outcomeTimestamp"] = moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    if "acceptedSuggestions" in item:
-        ids = sorted({s["id"] for s in item["acceptedSuggestions"] if "id" in s})
+    result: dict[str, Any] = {
+        "card": item["card"],
+        "outcome": item["outcome"],
+        "outcomeTimestamp": moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+    }
+    suggestions = item.get("acceptedSuggestions")
+    if isinstance(suggestions, list):
+        ids = sorted({s["id"] for s in suggestions if isinstance(s, Mapping) and "id" in s})
         result["acceptedSuggestions"] = [{"id": i} for i in ids]
     override = item.get("overrideReason")
     if isinstance(override, Mapping):
+        reason = override.get("reason")
+        reason = reason if isinstance(reason, Mapping) else {}
         result["overrideReason"] = {
-            **{k: v for k, v in override.items() if k != "userComment"},
+            "reason": {k: reason[k] for k in ("system", "code") if isinstance(reason.get(k), str)},
             "hasComment": bool(override.get("userComment")),
         }
     return result
