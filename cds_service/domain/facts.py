@@ -31,6 +31,7 @@ from cds_service.domain.redflag_facts import (
     body_site,
     concept_words,
     finding_present,
+    is_flush,
     text_condition_matches,
 )
 
@@ -569,7 +570,7 @@ class _Extractor:
 
     # Injections ---------------------------------------------------------------------------
     def _anticoagulant(self, r: Mapping[str, object], drug: str | None, time: datetime) -> None:
-        if drug and names_anticoagulant(self.content, drug):
+        if drug and names_anticoagulant(self.content, drug) and not is_flush(drug):
             self.facts.anticoagulant_times.append((time, drug))
 
     def _injection(

@@ -38,6 +38,11 @@ _FLUSH_TEXT = re.compile(r"flush|lock|line patency", re.IGNORECASE)
 _ANY_TEXT = re.compile(r"ma?toma|compartment|saddle", re.IGNORECASE)
 
 
+def is_flush(text: str) -> bool:
+    """A heparin flush / lock / line-patency text: never anticoagulation (R7c)."""
+    return _FLUSH_TEXT.search(text) is not None
+
+
 def _synthetic(valueset: str, tag: str, display: str) -> Match:
     entry = CodeEntry(valueset, "text", "text", display, "TEXT", tag=tag)
     return Match(entry, "text", display)
