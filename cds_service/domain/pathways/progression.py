@@ -51,7 +51,7 @@ def progressive_weakness(
         floor = _onset_floor(facts, trig, t)
         sides = {"left", "right"} if trig.side in (None, "bilateral") else {trig.side}
         injections = [i.time for i in facts.injections if i.time <= trig.hi]
-        window_lo = (min(injections) if injections else floor) - t.anticoagulant_before_injection
+        window_lo = min([floor, *injections]) - t.anticoagulant_before_injection
         anticoagulated = anticoagulation_evidence(facts, window_lo, now)
         for side in sorted(sides):
             series = sorted(
