@@ -524,7 +524,9 @@ def action_text(content: Content, flag: RedFlag) -> str:
         return ""
     plain = {k: v for k, v in flag.values if not v.startswith("phrase:")}
     values = {
-        k: content.phrase(v.removeprefix("phrase:"), **plain) if v.startswith("phrase:") else v
+        k: (" " + content.phrase(v.removeprefix("phrase:"), **plain))
+        if v.startswith("phrase:")
+        else v
         for k, v in flag.values
     }
-    return content.text(flag.action, **values)
+    return re.sub(r" {2,}", " ", content.text(flag.action, **values)).strip()

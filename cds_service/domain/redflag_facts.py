@@ -90,6 +90,19 @@ def concept_words(concept: object) -> str:
     return " ".join(parts).lower()
 
 
+def _first_text(concepts: Iterable[object]) -> str:
+    """The first text (else display) of the concepts, as written."""
+    for concept in concepts:
+        if not isinstance(concept, Mapping):
+            continue
+        if isinstance(concept.get("text"), str) and concept["text"].strip():
+            return str(concept["text"]).strip()
+        for coding in _list(concept.get("coding")):
+            if isinstance(coding, Mapping) and isinstance(coding.get("display"), str):
+                return str(coding["display"]).strip()
+    return ""
+
+
 @dataclass(frozen=True, slots=True)
 class BodySite:
     """What a bodySite element says: matched structures (by value set) and their sides."""
@@ -278,8 +291,7 @@ class AnticoagulantReader:
         if self._name_re is not None:
             found = self._name_re.search(words)
             if found:
-                text = next((concept_words(c) for c in concepts if concept_words(c)), "")
-                return text.strip() or found.group(1).lower()
+                return _first_text(concepts) or found.group(1).lower()
         return None
 
     # resources ---------------------------------------------------------------------------------
