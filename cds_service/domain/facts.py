@@ -619,7 +619,7 @@ class _Extractor:
     def medication_administration(self, r: Mapping[str, object]) -> None:
         if other_patient(r, "subject", self.patient_id):
             return
-        self.anticoagulants.add(r, "MedicationAdministration")
+        maybe_anticoagulant = self.anticoagulants.add(r, "MedicationAdministration")
         if r.get("status") != "completed":
             return
         dosage = r.get("dosage")
@@ -631,7 +631,7 @@ class _Extractor:
         else:
             period = period_interval(r.get("effectivePeriod"))
             when = (period[0], period[0]) if period and period[0] else None
-        if drug and self.content.anticoagulant_names and when is not None:
+        if maybe_anticoagulant and drug and when is not None:
             self._anticoagulant(r, drug, when[0])
         route = dosage.get("route")
         site = dosage.get("site")

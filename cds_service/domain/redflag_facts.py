@@ -301,19 +301,20 @@ class AnticoagulantReader:
             self.medications[f"Medication/{rid}"] = r
             self.medications.setdefault(rid, r)
 
-    def add(self, r: Mapping[str, object], kind: str) -> None:
+    def add(self, r: Mapping[str, object], kind: str) -> bool:
         """Queue a MedicationRequest / MedicationStatement / MedicationAdministration.
 
         Fast reject: a medication given only as text that names no anticoagulant (most of a
-        prefetch's drugs) costs one regular-expression search.
+        prefetch's drugs) costs one regular-expression search. Returns False when rejected so.
         """
         if "medicationReference" not in r and "contained" not in r:
             med = r.get("medicationCodeableConcept")
             if type(med) is dict and not med.get("coding"):
                 text = med.get("text")
                 if type(text) is str and (self._name_re is None or not self._name_re.search(text)):
-                    return
+                    return False
         self.pending.append((r, kind))
+        return True
 
     def inr(self, r: Mapping[str, object], time: datetime | None) -> None:
         if r.get("status") not in FINAL_OBSERVATION or time is None:
