@@ -324,6 +324,7 @@ def attribution_card(
     hook_instance: str,
     intent: str,
     floor: RedFlag | None = None,
+    named: Sequence[str] = (),
 ) -> dict[str, Any]:
     child = _is_child(facts, now, content)
     side = a.trigger.side
@@ -433,6 +434,7 @@ def attribution_card(
         if "note-radiating-pain" in a.notes
     ]
     notes += [content.text(name, condition=label) for name, label in a.named]
+    notes += list(named)  # sentences of the red-flag pathways (contralateral MRC 4, Z79.02)
     notes += [content.text("note-ankle-brace", device=o.label) for o in plan.ankle_braces]
     notes += [
         content.text(

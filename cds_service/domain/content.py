@@ -72,6 +72,7 @@ CONDITION_VALUESETS = COMPETING_VALUESETS | {
     "cauda-saddle",
     "cauda-bph",
     "back-leg-symptom",
+    "antiplatelet-use",
 }
 #: Body-site value sets read from Condition / Observation bodySite by the red-flag pathways.
 BODY_SITE_VALUESETS = frozenset({"lower-limb-site", "haematoma-site", "saddle-site"})
@@ -244,6 +245,8 @@ TEMPLATES: dict[str, frozenset[str]] = {
         "action-anticoagulated": ("what", "nsaid", "remote"),
         "note-afp-injection": ("injection", "date"),
         "note-haematoma-other-side": ("side", "leg"),
+        "note-contralateral-weakness": ("side", "grade"),
+        "note-antiplatelet": ("condition",),
         # prevention at the point of ordering (order-select / order-sign)
         "prevention-summary-info": ("medication", "site", "target"),
         "prevention-summary-affected": ("medication", "site", "side"),

@@ -99,6 +99,7 @@ def evaluate_patient_view(
                 hook_instance=hook_instance,
                 intent=policy.order_intent,
                 floor=pathways.floor,
+                named=[content.text(name, **dict(values)) for name, values in pathways.named],
             )
         )
     return Evaluation(cards=cards, resources_read=facts.read, resources_skipped=facts.skipped)

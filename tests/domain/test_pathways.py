@@ -286,6 +286,20 @@ def test_bilateral_boundary_fourteen_days():
     assert flags(left, condition("M21.371", onset="2025-06-13T10:00:01Z")) == set()
 
 
+def test_contralateral_mrc_4_is_named_not_a_flag():
+    """R7d: a contralateral dorsiflexion 4/5 is named ('examine for cauda equina'), no flag."""
+    card = card_of(condition(), im_procedure(), mrc(4, "2025-06-12T10:00:00Z", side="right"))
+    assert card["indicator"] == "warning"
+    assert "examine for cauda equina" in card["detail"]
+
+
+def test_antiplatelet_is_named_but_not_anticoagulation():
+    """R7c: Z79.02 is named as a bleeding-risk factor and does not lift a delayed onset."""
+    card = delayed(condition("Z79.02", onset="2019-01-01"))
+    assert card["indicator"] == "info"
+    assert "not anticoagulation" in card["detail"]
+
+
 # --- R7e --------------------------------------------------------------------------------------
 
 

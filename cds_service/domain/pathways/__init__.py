@@ -12,9 +12,9 @@ from datetime import datetime
 from cds_service.domain.content import Content
 from cds_service.domain.facts import Facts
 from cds_service.domain.pathways.afp import acute_flaccid_paralysis
-from cds_service.domain.pathways.anticoagulation import anticoagulation_floor
-from cds_service.domain.pathways.base import RedFlag, current_triggers, flag_sorted
-from cds_service.domain.pathways.bilateral import bilateral_deficit
+from cds_service.domain.pathways.anticoagulation import anticoagulation_floor, antiplatelet_notes
+from cds_service.domain.pathways.base import RedFlag, Values, current_triggers, flag_sorted
+from cds_service.domain.pathways.bilateral import bilateral_deficit, contralateral_weakness
 from cds_service.domain.pathways.cauda_equina import cauda_equina
 from cds_service.domain.pathways.haematoma import compressive_lesions
 from cds_service.domain.pathways.progression import progressive_weakness
@@ -28,6 +28,9 @@ class PathwayResult:
     flags: tuple[RedFlag, ...]  # critical red flags, §4.6.3 order
     floor: RedFlag | None  # R7c
     triggers: tuple[Trigger, ...]  # the current triggers the pathways read
+    named: tuple[
+        tuple[str, Values], ...
+    ] = ()  # sentences for a non-critical card (template, values)
 
 
 def run_pathways(facts: Facts, now: datetime, content: Content) -> PathwayResult:
@@ -45,4 +48,5 @@ def run_pathways(facts: Facts, now: datetime, content: Content) -> PathwayResult
         if found is not None:
             flags.append(found)
     floor = anticoagulation_floor(facts, triggers, now, t, content)
-    return PathwayResult(tuple(flag_sorted(flags)), floor, tuple(triggers))
+    named = [*contralateral_weakness(facts, triggers, t), *antiplatelet_notes(facts)]
+    return PathwayResult(tuple(flag_sorted(flags)), floor, tuple(triggers), tuple(named))

@@ -15,7 +15,7 @@ from datetime import datetime
 
 from cds_service.domain.content import Content, Thresholds
 from cds_service.domain.facts import Facts
-from cds_service.domain.pathways.base import RedFlag, anticoagulation_evidence
+from cds_service.domain.pathways.base import RedFlag, Values, anticoagulation_evidence
 from cds_service.domain.rules import RANK, Assessment, Trigger, competing_causes
 
 #: Sites that cannot explain a sciatic lesion (§4.6.11): the card says so, it still fires.
@@ -65,7 +65,8 @@ def anticoagulation_floor(
                 trigger=trig,
                 injection=inj,
             )
-            key = (trig.kind != "condition", delta, trig.ref, inj.ref)
+            # a plausible (non-remote) site first, so the remote-site sentence only when all are
+            key = (remote is not None, trig.kind != "condition", delta, trig.ref, inj.ref)
             if best is None or key < best[0]:
                 best = (key, flag)
     return best[1] if best else None
@@ -118,3 +119,12 @@ def with_floor(
         notes=tuple(notes),
         named=tuple(dict.fromkeys(named)),
     )
+
+
+def antiplatelet_notes(facts: Facts) -> list[tuple[str, Values]]:
+    """R7c: Z79.02 (antithrombotics / antiplatelets) is named as a bleeding-risk factor only."""
+    return [
+        ("note-antiplatelet", (("condition", c.label),))
+        for c in facts.conditions
+        if c.current and c.in_set("antiplatelet-use")
+    ]

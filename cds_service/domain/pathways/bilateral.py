@@ -14,7 +14,7 @@ from datetime import datetime
 
 from cds_service.domain.content import Thresholds
 from cds_service.domain.facts import Facts
-from cds_service.domain.pathways.base import RedFlag
+from cds_service.domain.pathways.base import DORSIFLEXION, RedFlag, Values, earliest
 from cds_service.domain.rules import Trigger
 
 
@@ -51,3 +51,26 @@ def bilateral_deficit(
         onset=max(left[3], right[3]),
         action="action-bilateral",
     )
+
+
+def contralateral_weakness(
+    facts: Facts, triggers: Sequence[Trigger], t: Thresholds
+) -> list[tuple[str, Values]]:
+    """R7d: a contralateral dorsiflexion grade 4 is not a flag; it is named on the card."""
+    out: list[tuple[str, Values]] = []
+    sides = {trig.side for trig in triggers}
+    if not triggers or sides & {"bilateral"} or {"left", "right"} <= sides:
+        return out
+    start = min(earliest(trig) for trig in triggers) - t.bilateral_onsets_within
+    for side in ("left", "right"):
+        other = "right" if side == "left" else "left"
+        if side not in sides:
+            continue
+        weak = [
+            g
+            for g in facts.grades
+            if g.side == other and g.movement == DORSIFLEXION and g.grade == 4 and g.time >= start
+        ]
+        if weak:
+            out.append(("note-contralateral-weakness", (("side", other), ("grade", "4"))))
+    return out
