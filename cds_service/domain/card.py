@@ -337,7 +337,10 @@ def attribution_card(
         "timing": _timing_words(a),
         "injection": _injection_words(a),
     }
-    if a.indicator == "warning":
+    floor_only = "cap-anticoagulated" in a.caps
+    if floor_only:
+        summary = content.text("summary-anticoagulated", **words)
+    elif a.indicator == "warning":
         summary = content.text("summary-warning", **words)
     else:
         reason = (
@@ -350,7 +353,9 @@ def attribution_card(
         summary = content.text("summary-info", reason=reason, **words)
     # assessment
     timing_class = _timing_class_phrase(content, a)
-    if a.indicator == "warning":
+    if floor_only:
+        assessment = content.text("assessment-anticoagulated", timing_class=timing_class)
+    elif a.indicator == "warning":
         assessment = content.text("assessment-warning", timing_class=timing_class)
     else:
         reasons = "; ".join(

@@ -176,6 +176,8 @@ TEMPLATES: dict[str, frozenset[str]] = {
         "summary-info": ("foot_drop", "timing", "injection", "reason"),
         "summary-critical": ("flags",),
         "summary-afp": (),
+        "summary-anticoagulated": ("foot_drop", "timing", "injection"),
+        "assessment-anticoagulated": ("timing_class",),
         "summary-afp-any-age": (),
         "detail": ("lead", "assessment", "evidence", "plan", "already_ordered", "notes"),
         "detail-critical": (

@@ -33,6 +33,7 @@ from cds_service.domain.plan import Plan
 from cds_service.domain.rules import Trigger
 
 _AFP = frozenset({"afp", "afp-any-age"})
+_REASON_TYPES = ("Condition/", "Observation/")
 
 
 def _why(kind: str) -> str:
@@ -106,8 +107,8 @@ def red_flag_card(
         spec = content.orders[order_id]
         reasons = [trig.ref] if trig is not None else []
         for f in flags:
-            if order_id in f.orders:
-                reasons += list(f.evidence)
+            if order_id in f.orders:  # ServiceRequest.reasonReference: Condition / Observation
+                reasons += [r for r in f.evidence if r.startswith(_REASON_TYPES)]
         text_name = "text_child" if child and "text_child" in spec.texts else "text"
         plan_lines.append(
             content.text(

@@ -347,6 +347,9 @@ def test_progression_to_zero_on_anticoagulation():
         s["actions"][0]["resource"]["code"]["coding"][0]["code"] for s in card["suggestions"]
     )
     assert card["indicator"] == "critical" and codes == ["308474002", "308481009"]
+    for suggestion in card["suggestions"]:  # reasonReference targets Condition / Observation only
+        refs = [r["reference"] for r in suggestion["actions"][0]["resource"]["reasonReference"]]
+        assert refs and all(r.startswith(("Condition/", "Observation/")) for r in refs)
 
 
 def test_progression_in_a_second_muscle_group_on_anticoagulation():

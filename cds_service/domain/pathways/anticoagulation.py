@@ -50,7 +50,7 @@ def anticoagulation_floor(
                 orders=(),
                 evidence=tuple(dict.fromkeys(ref for ref, _ in found)),
                 labels=tuple(dict.fromkeys(label for _, label in found)),
-                onset=trig.hi,
+                onset=trig.lo or trig.hi,
                 critical=False,
                 action="action-anticoagulated",
                 values=(
@@ -107,13 +107,15 @@ def with_floor(
     if trig.kind != "condition":
         notes.append("note-observation-trigger")
     competing, named = competing_causes(facts, trig, inj, t)
+    # "cap-anticoagulated": the card exists only because of R7c (no attribution): its summary and
+    # assessment must not call it an injection injury (§4.6.11)
     return Assessment(
         trigger=trig,
         injection=inj,
         indicator="warning",
         timing_class=timing,
         delta=delta,
-        caps=("cap-competing",) if competing else (),
+        caps=("cap-anticoagulated", *(("cap-competing",) if competing else ())),
         competing=tuple(competing),
         anticoagulation=floor.labels,
         notes=tuple(notes),

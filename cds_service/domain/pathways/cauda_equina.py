@@ -58,7 +58,7 @@ def cauda_equina(
             orders=("URGENT_NEUROSURGERY",),
             evidence=tuple(c.ref for c in coded),
             labels=tuple(c.label for c in coded),
-            onset=coded[0].onset_hi,
+            onset=condition_start(coded[0]),
             action="action-cauda-equina",
         )
     # (group, ref, label, earliest date, latest possible onset, current?)
@@ -87,8 +87,8 @@ def cauda_equina(
         if any(b is not None and b < start for b in bph):
             chronic.add("cauda-bladder")
         new = [
-            (group, ref, label, hi)
-            for group, ref, label, _, hi, current in items
+            (group, ref, label, hi, first)
+            for group, ref, label, first, hi, current in items
             if current
             and group not in chronic
             and hi is not None
@@ -99,9 +99,9 @@ def cauda_equina(
             return RedFlag(
                 kind="cauda-equina",
                 orders=("URGENT_NEUROSURGERY",),
-                evidence=tuple(dict.fromkeys([trig.ref, *(ref for _, ref, _, _ in new)])),
-                labels=tuple(dict.fromkeys(label for _, _, label, _ in new)),
-                onset=min(hi for _, _, _, hi in new),
+                evidence=tuple(dict.fromkeys([trig.ref, *(ref for _, ref, _, _, _ in new)])),
+                labels=tuple(dict.fromkeys(label for _, _, label, _, _ in new)),
+                onset=min(first or hi for _, _, _, hi, first in new),
                 action="action-cauda-equina",
             )
     return None

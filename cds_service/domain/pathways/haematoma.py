@@ -88,7 +88,7 @@ def compressive_lesions(
                 orders=("URGENT_ORTHOPAEDIC",),
                 evidence=tuple(c.ref for c in hits),
                 labels=tuple(c.label for c in hits),
-                onset=hits[0].onset_hi,
+                onset=condition_start(hits[0]),
                 action=f"action-{kind}",
                 notes=notes,
             )
