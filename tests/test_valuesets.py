@@ -117,9 +117,22 @@ def test_trigger_set_has_no_context_only_codes():
 
 
 def test_drug_induced_retention_is_not_a_red_flag():
-    """R33.0 is not in the cauda-equina red-flag set."""
-    codes = {e["code"] for e in DOC["valuesets"]["red-flag-cauda-equina"]["codes"]}
-    assert "R33.0" not in codes and {"R33.8", "R33.9"} <= codes
+    """R33.0 is in no cauda-equina set; retention R33.8 / R33.9 is the R7e bladder group."""
+    sets = ("red-flag-cauda-equina", "cauda-bladder", "cauda-bowel", "cauda-saddle")
+    codes = {e["code"] for name in sets for e in DOC["valuesets"][name]["codes"]}
+    bladder = {e["code"] for e in DOC["valuesets"]["cauda-bladder"]["codes"]}
+    assert "R33.0" not in codes and {"R33.8", "R33.9"} <= bladder
+    assert not {"N39.3", "N39.41", "N39.43", "N39.44", "N39.46", "R15.0", "R15.2"} & codes
+
+
+def test_r7c_anticoagulant_table_and_flush_products():
+    """Table R7c ingredients act; the flush products and the unverified dabigatran code do not."""
+    drugs = DOC["valuesets"]["anticoagulant-drug"]["codes"]
+    active = {e["code"] for e in drugs if e["status"] not in INACTIVE}
+    assert {"11289", "1364430", "1114195", "1599538", "1037042", "67108", "5224"} <= active
+    assert "1546356" not in active
+    flush = {e["code"] for e in DOC["valuesets"]["anticoagulant-flush"]["codes"]}
+    assert flush == {"1362060", "1362062", "1658690", "1658692"} and not flush & active
 
 
 def test_ms_matches_by_prefix():

@@ -15,8 +15,9 @@ from typing import Any
 from cds_service.domain.content import Content, Framing, OrderSpec
 from cds_service.domain.facts import Facts
 from cds_service.domain.fhirtime import fhir_date, fhir_datetime
+from cds_service.domain.pathways.base import RedFlag
 from cds_service.domain.plan import Plan
-from cds_service.domain.rules import Assessment, RedFlag, Trigger
+from cds_service.domain.rules import Assessment, Trigger
 
 NAMESPACE = uuid.UUID("6f1c2a8e-3d4b-5e6f-8a9b-0c1d2e3f4a5b")
 SUMMARY_MAX = 139
@@ -35,6 +36,8 @@ _ORDER_NAMES = {
     "URGENT_NEUROSURGERY": "Same-day neurosurgical evaluation",
     "URGENT_ORTHOPAEDIC": "Same-day surgical review",
     "URGENT_NEUROLOGY": "Same-day neurology evaluation",
+    "URGENT_PAEDIATRIC_NEUROLOGY": "Same-day paediatric neurology",
+    "URGENT_PUBLIC_HEALTH": "AFP notification",
 }
 _SITE_WORDS = {
     "gluteal": "gluteal",
@@ -320,6 +323,8 @@ def attribution_card(
     now: datetime,
     hook_instance: str,
     intent: str,
+    floor: RedFlag | None = None,
+    named: Sequence[str] = (),
 ) -> dict[str, Any]:
     child = _is_child(facts, now, content)
     side = a.trigger.side
@@ -332,7 +337,10 @@ def attribution_card(
         "timing": _timing_words(a),
         "injection": _injection_words(a),
     }
-    if a.indicator == "warning":
+    floor_only = "cap-anticoagulated" in a.caps
+    if floor_only:
+        summary = content.text("summary-anticoagulated", **words)
+    elif a.indicator == "warning":
         summary = content.text("summary-warning", **words)
     else:
         reason = (
@@ -345,7 +353,9 @@ def attribution_card(
         summary = content.text("summary-info", reason=reason, **words)
     # assessment
     timing_class = _timing_class_phrase(content, a)
-    if a.indicator == "warning":
+    if floor_only:
+        assessment = content.text("assessment-anticoagulated", timing_class=timing_class)
+    elif a.indicator == "warning":
         assessment = content.text("assessment-warning", timing_class=timing_class)
     else:
         reasons = "; ".join(
@@ -416,7 +426,8 @@ def attribution_card(
     if central or a.lead == "emg":
         plan_lines = [plan_lines[2], *plan_lines[:2], *plan_lines[3:]]
     # notes
-    notes = [content.text(name) for name in a.notes if name not in _NOTES_WITH_VALUES]
+    skip = _NOTES_WITH_VALUES | ({"note-anticoagulated"} if floor is not None else set())
+    notes = [content.text(name) for name in a.notes if name not in skip]
     if a.trigger.verification and "note-provisional-trigger" in a.notes:
         notes.append(content.text("note-provisional-trigger", status=a.trigger.verification))
     notes += [
@@ -428,6 +439,7 @@ def attribution_card(
         if "note-radiating-pain" in a.notes
     ]
     notes += [content.text(name, condition=label) for name, label in a.named]
+    notes += list(named)  # sentences of the red-flag pathways (contralateral MRC 4, Z79.02)
     notes += [content.text("note-ankle-brace", device=o.label) for o in plan.ankle_braces]
     notes += [
         content.text(
@@ -448,6 +460,8 @@ def attribution_card(
         lead = content.text("lead-central", cause=cause[:1].upper() + cause[1:])
     elif a.lead == "emg":
         lead = content.text("lead-emg", cause=cause[:1].upper() + cause[1:])
+    if floor is not None:  # §4.6.3: the R7c sentence before the competing-cause lead
+        lead = "\n\n".join(x for x in (action_text(content, floor), lead) if x)
     detail = content.text(
         "detail",
         lead=lead,
@@ -511,114 +525,15 @@ def attribution_card(
 _NOTES_WITH_VALUES = frozenset({"note-provisional-trigger", "note-link", "note-radiating-pain"})
 
 
-# --- red-flag card ----------------------------------------------------------------------------
-
-
-def red_flag_card(
-    content: Content,
-    facts: Facts,
-    flags: Sequence[RedFlag],
-    gate: Sequence[tuple[Trigger, Any]],
-    plan: Plan,
-    *,
-    context: Mapping[str, Any],
-    now: datetime,
-    hook_instance: str,
-    intent: str,
-) -> dict[str, Any]:
-    child = _is_child(facts, now, content)
-    names = list(dict.fromkeys(content.phrase(f"flag-{f.kind}") for f in flags))
-    flags_text = " and ".join(names)
-    trig = gate[0][0]
-    side = trig.side
-    evidence = []
-    for f in flags:
-        evidence.append(
-            content.text(
-                "evidence-red-flag",
-                flag=content.phrase(f"flag-{f.kind}"),
-                condition="; ".join(f.labels),
-                onset=_date(f.onset),
-            )
-        )
-    evidence.append(
-        content.text(
-            "evidence-trigger",
-            condition=trig.label,
-            side=side or "not documented",
-            onset=_onset_text(trig),
-        )
-    )
-    injections = list(dict.fromkeys(i for _, i in gate))
-    for i in injections[:3]:
-        evidence.append(
-            content.text(
-                "evidence-injection",
-                injection=i.label,
-                date=f"{i.time:%Y-%m-%d}" if i.day_only else f"{i.time:%Y-%m-%d %H:%M} UTC",
-                drug=f" ({i.drug})" if i.drug and i.drug != i.label else "",
-                site=i.site_label or "not documented",
-                side=i.site_side or "not documented",
-                im_evidence=content.phrase(f"im-{i.evidence}"),
-            )
-        )
-    anticoagulated = [
-        c.label for c in facts.conditions if "anticoagulation" in c.valuesets and c.current
-    ] + [drug for _, drug in facts.anticoagulant_times]
-    evidence += [content.text("evidence-anticoagulation", what=w) for w in anticoagulated[:3]]
-    why = "\n".join(dict.fromkeys(content.text(f"why-{f.kind}") for f in flags))
-    values = {"side": _side_word(side), "leg": _leg(side), "not_before": "", "from": "", "to": ""}
-    plan_lines = []
-    suggestions = []
-    for order_id in plan.suggest:
-        spec = content.orders[order_id]
-        reasons = [trig.ref]
-        for f in flags:
-            if f.order == order_id:
-                reasons += list(f.evidence)
-        text_name = "text_child" if child and "text_child" in spec.texts else "text"
-        plan_lines.append(
-            content.text(
-                "plan-urgent",
-                label=spec.render("label", **values),
-                text=spec.render(text_name, **values),
-                note=spec.render("note", **values) or "",
-            )
-        )
-        resource = build_resource(
-            content,
-            spec,
-            context=context,
-            now=now,
-            intent=intent,
-            reasons=reasons,
-            values=values,
-            child=child,
-            occurrence={"occurrenceDateTime": fhir_date(now)},
-        )
-        suggestions.append(
-            _suggestion(
-                content, order_id, hook_instance=hook_instance, resource=resource, values=values
-            )
-        )
-    notes = []
-    if child:
-        notes.append(content.text("note-child"))
-    notes.append(content.text("note-every-card"))
-    detail = content.text(
-        "detail-critical",
-        flags=flags_text,
-        why=why,
-        evidence="\n".join(evidence),
-        plan="\n".join(plan_lines) or "-",
-        already_ordered=_already_ordered(content, plan),
-        notes="\n".join(notes),
-    )
-    return frame_card(
-        content.footdrop,
-        uuid_key=make_uuid(hook_instance, "card"),
-        summary=content.text("summary-critical", flags=flags_text),
-        detail=detail,
-        indicator="critical",
-        suggestions=suggestions,
-    )
+def action_text(content: Content, flag: RedFlag) -> str:
+    """The action sentence a pathway starts the detail with (values ``phrase:<name>`` rendered)."""
+    if not flag.action:
+        return ""
+    plain = {k: v for k, v in flag.values if not v.startswith("phrase:")}
+    values = {
+        k: (" " + content.phrase(v.removeprefix("phrase:"), **plain))
+        if v.startswith("phrase:")
+        else v
+        for k, v in flag.values
+    }
+    return re.sub(r" {2,}", " ", content.text(flag.action, **values)).strip()

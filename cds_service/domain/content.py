@@ -62,7 +62,24 @@ CONDITION_VALUESETS = COMPETING_VALUESETS | {
     "red-flag-cauda-equina",
     "red-flag-compartment",
     "red-flag-haematoma",
+    # revision 2: red-flag pathways R7a-R7f
+    "afp-weakness",
+    "afp-reportable",
+    "afp-severe-trauma",
+    "bilateral-weakness",
+    "cauda-bladder",
+    "cauda-bowel",
+    "cauda-saddle",
+    "cauda-bph",
+    "back-leg-symptom",
+    "antiplatelet-use",
 }
+#: Body-site value sets read from Condition / Observation bodySite by the red-flag pathways.
+BODY_SITE_VALUESETS = frozenset({"lower-limb-site", "haematoma-site", "saddle-site"})
+#: Observation codes read as symptom findings by the red-flag pathways (R7a, R7d, R7e).
+SYMPTOM_OBSERVATION_VALUESETS = frozenset(
+    {"cauda-bladder", "cauda-bowel", "afp-weakness", "bilateral-weakness"}
+)
 #: Every value set the rules read; content without one of them is refused.
 VALUESETS = CONDITION_VALUESETS | {
     "footdrop-finding",
@@ -88,6 +105,13 @@ VALUESETS = CONDITION_VALUESETS | {
     "bmi",
     "prevention-target-site",
     "not-for-use",
+    # revision 2: red-flag pathways R7a-R7f
+    *BODY_SITE_VALUESETS,
+    "anticoagulant-drug",
+    "anticoagulant-flush",
+    "inr",
+    "paediatric-neurology-existing",
+    "public-health-existing",
 }
 SYSTEM_ALIASES_REQUIRED = ("snomed", "icd10cm", "hcpcs", "cpt", "v3-route", "v3-actsite", "local")
 SITE_CLASSES = frozenset({"gluteal", "ventrogluteal", "thigh", "vastus_lateralis", "upper_limb"})
@@ -98,6 +122,7 @@ _UNIT_KIND = {
     "years": "age",
     "grades": "grades",
     "kg/m2": "bmi",
+    "ratio": "inr",
 }
 #: Threshold name -> unit kind.
 THRESHOLDS: dict[str, str] = {
@@ -108,7 +133,6 @@ THRESHOLDS: dict[str, str] = {
     "radiating_pain_after_injection": "time",
     "competing_recent_before": "time",
     "competing_recent_after": "time",
-    "red_flag_recent": "time",
     "bilateral_onsets_within": "time",
     "progression_grades": "grades",
     "mrc_trigger_max": "grades",
@@ -130,6 +154,18 @@ THRESHOLDS: dict[str, str] = {
     "bmi_adult_age": "age",
     "underweight_bmi": "bmi",
     "bmi_recent": "time",
+    # revision 2: red-flag pathways R7a-R7f
+    "afp_age": "age",
+    "afp_onset_max": "time",
+    "afp_stool_window": "time",
+    "afp_trauma_before": "time",
+    "haematoma_recent": "time",
+    "haematoma_injection_before": "time",
+    "inr_anticoagulated": "inr",
+    "progression_grades_anticoagulated": "grades",
+    "progression_window_anticoagulated": "time",
+    "cauda_new_within": "time",
+    "cauda_chronic_before": "time",
 }
 
 #: Template file (without .md) -> placeholders it may use.
@@ -139,8 +175,20 @@ TEMPLATES: dict[str, frozenset[str]] = {
         "summary-warning": ("foot_drop", "timing", "injection"),
         "summary-info": ("foot_drop", "timing", "injection", "reason"),
         "summary-critical": ("flags",),
+        "summary-afp": (),
+        "summary-anticoagulated": ("foot_drop", "timing", "injection"),
+        "assessment-anticoagulated": ("timing_class",),
+        "summary-afp-any-age": (),
         "detail": ("lead", "assessment", "evidence", "plan", "already_ordered", "notes"),
-        "detail-critical": ("flags", "why", "evidence", "plan", "already_ordered", "notes"),
+        "detail-critical": (
+            "actions",
+            "flags",
+            "why",
+            "evidence",
+            "plan",
+            "already_ordered",
+            "notes",
+        ),
         "assessment-warning": ("timing_class",),
         "assessment-info": ("timing_class", "reasons"),
         "evidence-injection": ("injection", "date", "drug", "site", "side", "im_evidence"),
@@ -187,6 +235,20 @@ TEMPLATES: dict[str, frozenset[str]] = {
         "why-compartment": (),
         "why-haematoma": (),
         "why-progression": (),
+        "why-afp": (),
+        # revision 2: action sentences that start the detail (clinical.md §4.6.3 order)
+        "action-afp": ("stool", "neurology"),
+        "action-haematoma": (),
+        "action-compartment": (),
+        "action-bilateral": (),
+        "action-cauda-equina": (),
+        "action-progression": (),
+        "action-progression-anticoagulated": (),
+        "action-anticoagulated": ("what", "nsaid", "remote"),
+        "note-afp-injection": ("injection", "date"),
+        "note-haematoma-other-side": ("side", "leg"),
+        "note-contralateral-weakness": ("side", "grade"),
+        "note-antiplatelet": ("condition",),
         # prevention at the point of ordering (order-select / order-sign)
         "prevention-summary-info": ("medication", "site", "target"),
         "prevention-summary-affected": ("medication", "site", "side"),
@@ -224,6 +286,14 @@ PHRASES: dict[str, frozenset[str]] = {
         "flag-compartment": (),
         "flag-haematoma": (),
         "flag-progression": (),
+        "flag-afp": (),
+        "flag-afp-any-age": (),
+        "afp-stool-early": (),
+        "afp-stool-late": (),
+        "afp-neurology-child": (),
+        "afp-neurology-adult": (),
+        "anticoagulated-nsaid": (),
+        "anticoagulated-remote-site": ("site",),
         "cap-provisional-trigger": (),
         "cap-observation-trigger": (),
         "cap-probable-im": (),
@@ -297,6 +367,8 @@ ORDERS: dict[str, tuple[str, str]] = {
     "URGENT_NEUROSURGERY": ("URGENT_EVAL", "ServiceRequest"),
     "URGENT_ORTHOPAEDIC": ("URGENT_EVAL", "ServiceRequest"),
     "URGENT_NEUROLOGY": ("URGENT_EVAL", "ServiceRequest"),
+    "URGENT_PAEDIATRIC_NEUROLOGY": ("URGENT_EVAL", "ServiceRequest"),
+    "URGENT_PUBLIC_HEALTH": ("URGENT_EVAL", "ServiceRequest"),
 }
 _ORDER_TEXT_FIELDS = (
     "label",
@@ -323,7 +395,6 @@ class Thresholds:
     radiating_pain_after_injection: timedelta
     competing_recent_before: timedelta
     competing_recent_after: timedelta
-    red_flag_recent: timedelta
     bilateral_onsets_within: timedelta
     progression_grades: int
     mrc_trigger_max: int
@@ -345,6 +416,17 @@ class Thresholds:
     bmi_adult_age: int
     underweight_bmi: float
     bmi_recent: timedelta
+    afp_age: int
+    afp_onset_max: timedelta
+    afp_stool_window: timedelta
+    afp_trauma_before: timedelta
+    haematoma_recent: timedelta
+    haematoma_injection_before: timedelta
+    inr_anticoagulated: float
+    progression_grades_anticoagulated: int
+    progression_window_anticoagulated: timedelta
+    cauda_new_within: timedelta
+    cauda_chronic_before: timedelta
     vastus_lateralis_site: str = "none"
 
 
@@ -387,6 +469,7 @@ class Content:
     footdrop: Framing
     anticoagulant_names: tuple[str, ...]
     prevention: Framing = field(default_factory=lambda: Framing(source={}))
+    nsaid_names: tuple[str, ...] = ()  # R7c: "the injected drug was an NSAID" (names govern)
 
     def text(self, name: str, **values: object) -> str:
         """Render the Markdown template ``cards/templates/<name>.md``."""
@@ -522,7 +605,7 @@ def _thresholds(doc: Mapping[str, Any], problems: list[str]) -> Thresholds | Non
             values[name] = timedelta(hours=value)
         elif unit == "days":
             values[name] = timedelta(days=value)
-        elif unit == "kg/m2":
+        elif unit in ("kg/m2", "ratio"):
             values[name] = float(value)
         elif float(value) != int(value):
             problems.append(f"{where}: {unit} must be a whole number")
@@ -668,6 +751,11 @@ def build_content(
         problems.append("valuesets.yaml: anticoagulant_names must be a list of names")
         names = []
 
+    nsaids = valuesets.get("nsaid_names") or []
+    if not isinstance(nsaids, list) or not all(isinstance(n, str) and n.strip() for n in nsaids):
+        problems.append("valuesets.yaml: nsaid_names must be a list of names")
+        nsaids = []
+
     limits = _thresholds(thresholds, problems)
 
     compiled: dict[str, string.Template] = {}
@@ -717,6 +805,7 @@ def build_content(
         footdrop=footdrop,
         anticoagulant_names=tuple(n.strip().lower() for n in names),
         prevention=prevention,
+        nsaid_names=tuple(n.strip().lower() for n in nsaids),
     )
 
 

@@ -12,16 +12,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from cds_service.domain.card import attribution_card, red_flag_card
+from cds_service.domain.card import attribution_card
 from cds_service.domain.content import Content
 from cds_service.domain.facts import extract_facts
+from cds_service.domain.pathways import run_pathways
+from cds_service.domain.pathways.anticoagulation import with_floor
 from cds_service.domain.plan import plan_attribution, plan_red_flags
-from cds_service.domain.rules import (
-    best_assessment,
-    condition_triggers,
-    find_red_flags,
-    observation_triggers,
-)
+from cds_service.domain.redflag_card import red_flag_card
+from cds_service.domain.rules import best_assessment, condition_triggers
 
 __all__ = ["Evaluation", "Policy", "evaluate_patient_view"]
 
@@ -63,41 +61,45 @@ def evaluate_patient_view(
     facts = extract_facts(resources if resources is not None else (), content, patient_id, now)
     t = content.thresholds
     cards: list[dict[str, Any]] = []
-    triggers = condition_triggers(facts, now)
-    if triggers or facts.findings or facts.grades:
-        obs: list = []
-        for inj in facts.injections:
-            obs += observation_triggers(facts, triggers, inj, t)
-        flags, gate = find_red_flags(facts, triggers, obs, t)
-        if flags:
-            plan = plan_red_flags(facts, flags, now, t)
-            cards.append(
-                red_flag_card(
-                    content,
-                    facts,
-                    flags,
-                    gate,
-                    plan,
-                    context=context,
-                    now=now,
-                    hook_instance=hook_instance,
-                    intent=policy.order_intent,
-                )
+    # R7a-R7f first, each on its own evidence, before and regardless of attribution (§4.0)
+    pathways = run_pathways(facts, now, content)
+    if pathways.flags:
+        plan = plan_red_flags(facts, pathways.flags, now, t)
+        cards.append(
+            red_flag_card(
+                content,
+                facts,
+                pathways.flags,
+                plan,
+                triggers=pathways.triggers,
+                floor=pathways.floor,
+                context=context,
+                now=now,
+                hook_instance=hook_instance,
+                intent=policy.order_intent,
             )
-        else:
-            assessment = best_assessment(facts, triggers, t)
-            if assessment is not None:
-                plan = plan_attribution(facts, assessment, now, t)
-                cards.append(
-                    attribution_card(
-                        content,
-                        facts,
-                        assessment,
-                        plan,
-                        context=context,
-                        now=now,
-                        hook_instance=hook_instance,
-                        intent=policy.order_intent,
-                    )
-                )
+        )
+        return Evaluation(cards=cards, resources_read=facts.read, resources_skipped=facts.skipped)
+    triggers = condition_triggers(facts, now)
+    assessment = None
+    if triggers or facts.findings or facts.grades:
+        assessment = best_assessment(facts, triggers, t)
+    if pathways.floor is not None:  # R7c: at least warning, routine plan kept
+        assessment = with_floor(facts, assessment, pathways.floor, t)
+    if assessment is not None:
+        plan = plan_attribution(facts, assessment, now, t)
+        cards.append(
+            attribution_card(
+                content,
+                facts,
+                assessment,
+                plan,
+                context=context,
+                now=now,
+                hook_instance=hook_instance,
+                intent=policy.order_intent,
+                floor=pathways.floor,
+                named=[content.text(name, **dict(values)) for name, values in pathways.named],
+            )
+        )
     return Evaluation(cards=cards, resources_read=facts.read, resources_skipped=facts.skipped)

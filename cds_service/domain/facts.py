@@ -8,14 +8,32 @@ malformed, is skipped and counted; nothing here raises.
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ClassVar
 
 from cds_service.domain.codes import CodeIndex, Match, concept_side
-from cds_service.domain.content import CONDITION_VALUESETS, Content
+from cds_service.domain.content import (
+    CONDITION_VALUESETS,
+    SYMPTOM_OBSERVATION_VALUESETS,
+    Content,
+)
 from cds_service.domain.fhirtime import parse_interval, period_interval
+from cds_service.domain.redflag_facts import (
+    EMPTY_SITE,
+    AnticoagulantReader,
+    BodySite,
+    Exposure,
+    ObservedFact,
+    body_site,
+    concept_words,
+    finding_present,
+    is_flush,
+    text_condition_matches,
+)
 
 PROCEDURE_SETS = frozenset(
     {
@@ -35,9 +53,13 @@ SERVICE_REQUEST_SETS = frozenset(
         "nerve-surgery-existing",
         "orthopaedic-existing",
         "neurology-existing",
+        "paediatric-neurology-existing",
+        "public-health-existing",
     }
 )
-OBSERVATION_SETS = frozenset({"footdrop-finding", "mrc-dorsiflexion", "bmi"})
+OBSERVATION_SETS = frozenset(
+    {"footdrop-finding", "mrc-dorsiflexion", "bmi", "inr", *SYMPTOM_OBSERVATION_VALUESETS}
+)
 DEVICE_SETS = frozenset({"afo-existing", "ankle-brace"})
 ROUTE_SETS = frozenset({"route-im", "route-non-im"})
 SITE_SETS = frozenset({"injection-site"})
@@ -71,6 +93,8 @@ class ConditionFact:
     site_text: str  # bodySite displays/text and code text, lower case (haematoma site)
     has_site: bool
     evidence_refs: frozenset[str]
+    body: BodySite = EMPTY_SITE  # R7 pathways: coded body structures and their sides
+    words: str = ""  # every text and display of code and bodySite, lower case
 
     def in_set(self, name: str) -> list[Match]:
         return [m for m in self.matches if m.entry.valueset == name]
@@ -96,6 +120,7 @@ class GradeFact:
     time: datetime
     grade: int
     side: str | None
+    movement: str = "ankle-dorsiflexion"
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +189,8 @@ class Facts:
     anticoagulant_times: list[tuple[datetime, str]] = field(default_factory=list)
     anticoagulant_orders: list[tuple[str, str]] = field(default_factory=list)  # (ref, drug)
     bmi: list[BmiFact] = field(default_factory=list)
+    observed: list[ObservedFact] = field(default_factory=list)  # R7 symptom findings
+    exposures: list[Exposure] = field(default_factory=list)  # R7c anticoagulant exposure
     read: int = 0
     skipped: int = 0
 
@@ -309,10 +336,15 @@ def medication_name(resource: Mapping[str, object]) -> str | None:
 
 def names_anticoagulant(content: Content, text: str | None) -> bool:
     """True when ``text`` (a medication's text or display) names a configured anticoagulant."""
-    if not text:
+    if not text or not content.anticoagulant_names:
         return False
-    low = text.lower()
-    return any(name in low for name in content.anticoagulant_names)
+    return _names_pattern(content.anticoagulant_names).search(text) is not None
+
+
+@functools.cache
+def _names_pattern(names: tuple[str, ...]) -> re.Pattern[str]:
+    """One compiled alternation of the names (substring match, case-insensitive)."""
+    return re.compile("|".join(re.escape(n) for n in names), re.IGNORECASE)
 
 
 # --- per resource type ------------------------------------------------------------------------
@@ -329,6 +361,7 @@ class _Extractor:
         self.seen: set[tuple[str, str]] = set()
         self.ma_im_procedures: set[str] = set()
         self.cpt_procedures: list[tuple[Mapping[str, object], str]] = []
+        self.anticoagulants = AnticoagulantReader(content)
 
     def add(self, resource: object) -> None:
         if not isinstance(resource, Mapping):
@@ -366,7 +399,9 @@ class _Extractor:
     # Condition ----------------------------------------------------------------------------
     def condition(self, r: Mapping[str, object]) -> None:
         code = r.get("code")
-        matches = self.codes.match_concept(code, CONDITION_VALUESETS)
+        matches = self.codes.match_concept(code, CONDITION_VALUESETS) or text_condition_matches(
+            code
+        )
         if not matches or other_patient(r, "subject", self.patient_id):
             return
         verification = _status_code(r.get("verificationStatus"))
@@ -440,6 +475,8 @@ class _Extractor:
                 site_text=site_text + " " + concept_text(code).lower(),
                 has_site=has_site,
                 evidence_refs=frozenset(evidence),
+                body=body_site(self.codes, r.get("bodySite")),
+                words=concept_words(code) + " " + concept_words(r.get("bodySite")),
             )
         )
 
@@ -457,8 +494,23 @@ class _Extractor:
         time = self._observation_time(r)
         if time is None:
             raise MalformedError("observation without a time")
-        side, _, _ = _side_of_sites(self.codes, r.get("bodySite"))
         sets = {m.entry.valueset for m in matches}
+        if "inr" in sets:
+            if self.oldest <= time <= self.now:
+                self.anticoagulants.inr(r, time)
+            return
+        side, _, _ = _side_of_sites(self.codes, r.get("bodySite"))
+        symptoms = sets & SYMPTOM_OBSERVATION_VALUESETS
+        if symptoms:
+            if self.oldest <= time and finding_present(self.codes, r):
+                site = body_site(self.codes, r.get("bodySite"))
+                self.facts.observed.append(
+                    ObservedFact(
+                        _ref(r), time, side or site.side, frozenset(symptoms), _label(code, matches)
+                    )
+                )
+            if not sets - symptoms:
+                return
         if "mrc-dorsiflexion" in sets:
             grade = r.get("valueInteger")
             if isinstance(grade, bool) or not isinstance(grade, int) or not 0 <= grade <= 5:
@@ -518,7 +570,7 @@ class _Extractor:
 
     # Injections ---------------------------------------------------------------------------
     def _anticoagulant(self, r: Mapping[str, object], drug: str | None, time: datetime) -> None:
-        if drug and names_anticoagulant(self.content, drug):
+        if drug and names_anticoagulant(self.content, drug) and not is_flush(drug):
             self.facts.anticoagulant_times.append((time, drug))
 
     def _injection(
@@ -565,7 +617,10 @@ class _Extractor:
         )
 
     def medication_administration(self, r: Mapping[str, object]) -> None:
-        if r.get("status") != "completed" or other_patient(r, "subject", self.patient_id):
+        if other_patient(r, "subject", self.patient_id):
+            return
+        maybe_anticoagulant = self.anticoagulants.add(r, "MedicationAdministration")
+        if r.get("status") != "completed":
             return
         dosage = r.get("dosage")
         dosage = dosage if isinstance(dosage, Mapping) else {}
@@ -576,7 +631,7 @@ class _Extractor:
         else:
             period = period_interval(r.get("effectivePeriod"))
             when = (period[0], period[0]) if period and period[0] else None
-        if drug and self.content.anticoagulant_names and when is not None:
+        if maybe_anticoagulant and drug and when is not None:
             self._anticoagulant(r, drug, when[0])
         route = dosage.get("route")
         site = dosage.get("site")
@@ -686,14 +741,24 @@ class _Extractor:
 
     # Orders -------------------------------------------------------------------------------
     def medication_request(self, r: Mapping[str, object]) -> None:
-        """An active order for an anticoagulant (by name, §1.2 B): a prevention risk factor."""
-        if r.get("status") not in ACTIVE_MEDICATION_REQUEST:
-            return
+        """An anticoagulant order: R7c exposure, and (active, by name) a prevention risk factor."""
         if other_patient(r, "subject", self.patient_id):
+            return
+        self.anticoagulants.add(r, "MedicationRequest")
+        if r.get("status") not in ACTIVE_MEDICATION_REQUEST:
             return
         drug = medication_name(r)
         if drug and names_anticoagulant(self.content, drug):
             self.facts.anticoagulant_orders.append((_ref(r), drug))
+
+    def medication_statement(self, r: Mapping[str, object]) -> None:
+        """R7c: a MedicationStatement of an anticoagulant (outpatient medication lists)."""
+        if not other_patient(r, "subject", self.patient_id):
+            self.anticoagulants.add(r, "MedicationStatement")
+
+    def medication(self, r: Mapping[str, object]) -> None:
+        """A Medication resource, for MedicationRequest/Statement.medicationReference (R7c)."""
+        self.anticoagulants.medication(r)
 
     def device_request(self, r: Mapping[str, object]) -> None:
         concept = r.get("codeCodeableConcept")
@@ -783,6 +848,8 @@ class _Extractor:
         "Observation": observation,
         "MedicationAdministration": medication_administration,
         "MedicationRequest": medication_request,
+        "MedicationStatement": medication_statement,
+        "Medication": medication,
         "Immunization": immunization,
         "Procedure": procedure,
         "DeviceRequest": device_request,
@@ -799,6 +866,7 @@ def extract_facts(
     for resource in resources:
         extractor.add(resource)
     extractor._finish_cpt()
+    extractor.facts.exposures = extractor.anticoagulants.finish()
     return _in_canonical_order(extractor.facts)
 
 
@@ -816,6 +884,8 @@ def _in_canonical_order(facts: Facts) -> Facts:
         "anticoagulant_times",
         "anticoagulant_orders",
         "bmi",
+        "observed",
+        "exposures",
     ):
         items = getattr(facts, name)
         items.sort(key=lambda item: (str(getattr(item, "ref", "")), repr(item)))

@@ -8,7 +8,8 @@ from datetime import date, datetime
 
 from cds_service.domain.content import Thresholds
 from cds_service.domain.facts import Facts, GradeFact, OrderFact
-from cds_service.domain.rules import Assessment, RedFlag
+from cds_service.domain.pathways.base import RedFlag
+from cds_service.domain.rules import Assessment
 
 OPEN = frozenset({"active", "draft", "on-hold"})
 FUTURE_APPOINTMENT = frozenset({"proposed", "pending", "booked"})
@@ -17,6 +18,8 @@ _URGENT_SETS = {
     "URGENT_NEUROSURGERY": "nerve-surgery-existing",
     "URGENT_ORTHOPAEDIC": "orthopaedic-existing",
     "URGENT_NEUROLOGY": "neurology-existing",
+    "URGENT_PAEDIATRIC_NEUROLOGY": "paediatric-neurology-existing",
+    "URGENT_PUBLIC_HEALTH": "public-health-existing",
 }
 
 
@@ -232,13 +235,14 @@ def escalation_stage(
 
 
 def plan_red_flags(facts: Facts, flags: Sequence[RedFlag], now: datetime, t: Thresholds) -> Plan:
-    """URGENT_EVAL only: one per distinct order, unless a same-code urgent request is recent."""
+    """The union of the flags' URGENT_EVAL orders (one per code), unless a same-code urgent
+    request was authored in the last 24 h; every routine suggestion is held."""
     suggest: list[str] = []
     existing: list[Existing] = []
-    for flag in flags:
-        if flag.order in suggest or any(e.what == flag.order for e in existing):
+    for order in (o for flag in flags for o in flag.orders):
+        if order in suggest or any(e.what == order for e in existing):
             continue
-        dedup_set = _URGENT_SETS[flag.order]
+        dedup_set = _URGENT_SETS[order]
         recent = [
             o
             for o in facts.orders
@@ -251,7 +255,7 @@ def plan_red_flags(facts: Facts, flags: Sequence[RedFlag], now: datetime, t: Thr
         ]
         if recent:
             o = recent[0]
-            existing.append(Existing(flag.order, o.ref, o.label, o.authored, o.status))
+            existing.append(Existing(order, o.ref, o.label, o.authored, o.status))
         else:
-            suggest.append(flag.order)
+            suggest.append(order)
     return Plan(suggest=tuple(suggest), existing=tuple(existing))

@@ -1,8 +1,9 @@
 """Rules R0-R7 of clinical.md §2.2 as pure functions over :mod:`facts` (``now`` passed in).
 
-Order: R0 hygiene and R1 triggers (:func:`find_triggers`), R2 IM evidence (done while extracting
-facts), R7 red flags first (:func:`find_red_flags`), then R3 site, R4 window, R5 side and R6
-competing causes for every (trigger, injection) pair (:func:`assess_pair`), keeping the best pair
+Order: R0 hygiene and R1 triggers (:func:`condition_triggers`), R2 IM evidence (done while
+extracting facts); the red-flag pathways R7a-R7f run first and on their own evidence
+(:mod:`cds_service.domain.pathways`); then R3 site, R4 window, R5 side and R6 competing causes
+for every (trigger, injection) pair (:func:`assess_pair`), keeping the best pair
 (:func:`best_assessment`).
 """
 
@@ -123,152 +124,6 @@ def observation_triggers(
                 Trigger(g.ref, "grade", f"MRC dorsiflexion grade {g.grade}/5", side, None, g.time)
             )
     return out
-
-
-# --- R7 red flags -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RedFlag:
-    kind: str  # bilateral | cauda-equina | compartment | haematoma | progression
-    order: str  # URGENT_* order id
-    evidence: tuple[str, ...]  # references (Conditions / Observations)
-    labels: tuple[str, ...]
-    onset: datetime | None
-
-
-_FLAG_ORDER = {
-    "bilateral": "URGENT_NEUROSURGERY",
-    "cauda-equina": "URGENT_NEUROSURGERY",
-    "compartment": "URGENT_ORTHOPAEDIC",
-    "haematoma": "URGENT_ORTHOPAEDIC",
-    "progression": "URGENT_NEUROLOGY",
-}
-
-
-def _gated(
-    triggers: Sequence[Trigger], injections: Sequence[InjectionFact], t: Thresholds
-) -> list[tuple[Trigger, InjectionFact]]:
-    """(trigger, injection) pairs that open the red-flag check: any site, either side (R7 gate)."""
-    return [
-        (trig, inj)
-        for trig in triggers
-        for inj in injections
-        if inj.time <= trig.hi and trig.hi - inj.time <= t.attribution_limit
-    ]
-
-
-def find_red_flags(
-    facts: Facts, triggers: Sequence[Trigger], obs_triggers: Sequence[Trigger], t: Thresholds
-) -> tuple[list[RedFlag], list[tuple[Trigger, InjectionFact]]]:
-    """R7: red flags, checked before site, window and side; never capped."""
-    gate = _gated([*triggers, *obs_triggers], facts.injections, t)
-    if not gate:
-        return [], []
-    injections = {inj.ref: inj for _, inj in gate}
-    earliest = min(inj.time for inj in injections.values())
-    floor = earliest - t.red_flag_recent
-    flags: list[RedFlag] = []
-
-    def recent(c: ConditionFact) -> bool:
-        return c.onset_hi is None or c.onset_hi >= floor
-
-    cond_triggers = [trig for trig in triggers if trig.condition is not None]
-    # bilateral
-    both = [trig for trig in cond_triggers if trig.side == "bilateral" and trig.hi >= floor]
-    if both:
-        flags.append(
-            RedFlag(
-                "bilateral", _FLAG_ORDER["bilateral"], (both[0].ref,), (both[0].label,), both[0].hi
-            )
-        )
-    else:
-        lefts = [x for x in cond_triggers if x.side == "left" and x.hi >= floor]
-        rights = [x for x in cond_triggers if x.side == "right" and x.hi >= floor]
-        for left in lefts:
-            pair = next(
-                (r for r in rights if abs(r.hi - left.hi) <= t.bilateral_onsets_within), None
-            )
-            if pair is not None:
-                flags.append(
-                    RedFlag(
-                        "bilateral",
-                        _FLAG_ORDER["bilateral"],
-                        (left.ref, pair.ref),
-                        (left.label, pair.label),
-                        max(left.hi, pair.hi),
-                    )
-                )
-                break
-    trigger_sides = [trig.side for trig, _ in gate]
-    gluteal_injection = any(inj.site_class in GLUTEAL for inj in injections.values())
-    for kind, valueset in (
-        ("cauda-equina", "red-flag-cauda-equina"),
-        ("compartment", "red-flag-compartment"),
-        ("haematoma", "red-flag-haematoma"),
-    ):
-        hits: list[ConditionFact] = []
-        for c in facts.conditions:
-            matches = c.in_set(valueset)
-            if not matches or not c.current or not recent(c):
-                continue
-            if kind != "cauda-equina" and not any(
-                sides_compatible(c.side, side) for side in trigger_sides
-            ):
-                continue
-            if kind == "haematoma" and all(m.entry.tag == "needs-site" for m in matches):
-                named = any(word in c.site_text for word in HAEMATOMA_SITE_WORDS)
-                if not named and not (not c.has_site and gluteal_injection):
-                    continue
-            hits.append(c)
-        if hits:
-            flags.append(
-                RedFlag(
-                    kind,
-                    _FLAG_ORDER[kind],
-                    tuple(c.ref for c in hits),
-                    tuple(c.label for c in hits),
-                    hits[0].onset_hi,
-                )
-            )
-    progression = _progression(facts, gate, t)
-    if progression is not None:
-        flags.append(progression)
-    return flags, gate
-
-
-def _progression(
-    facts: Facts, gate: Sequence[tuple[Trigger, InjectionFact]], t: Thresholds
-) -> RedFlag | None:
-    """A fall of >= progression_grades between two post-onset, same-side MRC grades."""
-    for trig, inj in gate:
-        floor = trig.lo if trig.lo is not None else inj.time
-        floor = max(floor, inj.time)
-        grades = sorted(
-            (
-                g
-                for g in facts.grades
-                if g.time >= floor and (trig.side in (None, "bilateral") or g.side == trig.side)
-            ),
-            key=lambda g: g.time,
-        )
-        by_side: dict[str | None, list[GradeFact]] = {}
-        for g in grades:
-            by_side.setdefault(g.side, []).append(g)
-        for series in by_side.values():
-            best = None
-            for g in series:
-                if best is not None and best.grade - g.grade >= t.progression_grades:
-                    return RedFlag(
-                        "progression",
-                        _FLAG_ORDER["progression"],
-                        (trig.ref, best.ref, g.ref),
-                        (f"MRC {best.grade}/5 then {g.grade}/5",),
-                        g.time,
-                    )
-                if best is None or g.grade > best.grade:
-                    best = g
-    return None
 
 
 # --- R3-R6 per pair ---------------------------------------------------------------------------

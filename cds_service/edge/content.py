@@ -112,6 +112,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                 },
             },
             "anticoagulant_names": {"type": "array", "items": {"type": "string"}},
+            "nsaid_names": {"type": "array", "items": {"type": "string"}},
             "valuesets": {
                 "type": "object",
                 "additionalProperties": {
@@ -141,7 +142,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "required": ["value", "unit", "evidence"],
             "properties": {
                 "value": {"type": "number", "minimum": 0},
-                "unit": {"enum": ["hours", "days", "years", "grades", "kg/m2"]},
+                "unit": {"enum": ["hours", "days", "years", "grades", "kg/m2", "ratio"]},
                 "rule": {"type": "string"},
                 "description": {"type": "string"},
                 "evidence": {"type": "string", "minLength": 1},

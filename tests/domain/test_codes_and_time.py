@@ -29,7 +29,7 @@ def test_longest_prefix_gives_laterality():
 
 def test_exclusion_carves_out_a_subcategory():
     """G61.0 (GBS) is excluded from the G61 polyneuropathy category."""
-    assert _sets(ICD, "G61.0") == {"competing-gbs"}
+    assert _sets(ICD, "G61.0") == {"competing-gbs", "afp-weakness"}  # GBS is also AFP (R7a)
     assert _sets(ICD, "G61.81") == {"polyneuropathy"}
 
 

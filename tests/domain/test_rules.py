@@ -388,7 +388,7 @@ def test_contralateral_radiating_pain_does_not_lift():
 
 
 def test_delayed_onset_anticoagulated_is_warning_with_imaging_sentence():
-    """Anticoagulation (Z79.01) lifts delayed to warning and asks for imaging today (R4, R9)."""
+    """Anticoagulation (Z79.01) lifts delayed to warning; the detail starts with R7c's sentence."""
     card = card_of(
         condition(onset="2025-06-19"),
         condition("Z79.01", onset="2024-01-01"),
@@ -396,7 +396,9 @@ def test_delayed_onset_anticoagulated_is_warning_with_imaging_sentence():
         now=datetime(2025, 6, 20, 10, tzinfo=UTC),
     )
     assert card["indicator"] == "warning"
-    assert "Image the buttock/thigh today" in card["detail"]
+    assert card["detail"].startswith("Anticoagulated (")
+    assert "image the buttock and thigh today" in card["detail"]
+    assert "Avoid NSAIDs." in card["detail"]
 
 
 def test_anticoagulant_administration_by_text():
@@ -624,9 +626,9 @@ def test_bilateral_code_with_deltoid_injection_is_red_flag():
     assert card["indicator"] == "critical"
 
 
-def test_red_flag_needs_an_im_injection():
-    """Without any IM injection a red flag is out of this service's scope."""
-    assert card_of(condition("G57.33")) is None
+def test_bilateral_red_flag_needs_no_injection():
+    """R7d has no injection gate: a bilateral code alone is a red flag (rev 2)."""
+    assert card_of(condition("G57.33"))["indicator"] == "critical"
 
 
 @pytest.mark.parametrize("code", ["R33.9", "R33.8", "G83.4", "S34.3XXA"])
@@ -650,10 +652,12 @@ def test_drug_induced_retention_and_subsequent_encounter_are_not_red_flags(code)
     assert card["indicator"] == "warning"
 
 
-def test_old_red_flag_condition_does_not_count():
-    """A red-flag condition older than 7 days before the injection is not recent (R7)."""
-    card = card_of(condition(), condition("G83.4", onset="2024-01-01"), im_procedure())
+def test_old_retention_is_chronic_but_coded_cauda_equina_counts_at_any_date():
+    """R7e: retention charted long before the back/leg symptoms is chronic; G83.4 counts anyway."""
+    card = card_of(condition(), condition("R33.9", onset="2024-01-01"), im_procedure())
     assert card["indicator"] == "warning"
+    card = card_of(condition(), condition("G83.4", onset="2024-01-01"), im_procedure())
+    assert card["indicator"] == "critical"
 
 
 def test_compressive_haematoma_goes_to_orthopaedic_stat():
@@ -670,12 +674,14 @@ def test_haematoma_elsewhere_is_not_a_red_flag():
     assert card_of(condition(), bruise, im_procedure())["indicator"] == "warning"
 
 
-def test_compartment_syndrome_same_side_only():
-    """A lateralised compartment syndrome counts only on the foot-drop side (R7)."""
+def test_compartment_syndrome_any_side_and_other_side_is_stated():
+    """R7b: any side flags; a side different from the foot drop is stated, never dropped (rev 2)."""
     same = card_of(condition(), condition("M79.A22", onset="2025-06-12"), im_procedure())
     other = card_of(condition(), condition("M79.A21", onset="2025-06-12"), im_procedure())
     assert same["indicator"] == "critical"
-    assert other["indicator"] == "warning"
+    assert "check the side" not in same["detail"]
+    assert other["indicator"] == "critical"
+    assert "check the side" in other["detail"]
 
 
 def test_progressive_weakness_two_grades():
@@ -871,12 +877,18 @@ def test_surgical_referral_on_file_is_not_repeated():
 # --- R9 text ----------------------------------------------------------------------------------
 
 
-def test_child_gets_afp_note_without_lowering_the_card():
-    """Under 15: AFP surveillance note, indicator and suggestions unchanged (R9)."""
+def test_child_with_acute_foot_drop_is_afp_critical():
+    """R7a: acute flaccid weakness under 15 is a critical AFP card (notification, paediatric
+    neurology), never an attribution card - the injection does not exempt it (rev 2)."""
     card = card_of(patient("2015-01-01"), condition(), im_procedure())
-    assert card["indicator"] == "warning"
-    assert "stool samples" in card["detail"]
-    assert suggestion_keys(card) == FULL
+    assert card["indicator"] == "critical"
+    assert card["summary"].startswith("Acute flaccid paralysis in a child")
+    assert card["detail"].startswith("Notify the AFP surveillance officer")
+    assert "Two stool specimens" in card["detail"]
+    codes = sorted(
+        s["actions"][0]["resource"]["code"]["coding"][0]["code"] for s in card["suggestions"]
+    )
+    assert codes == ["306263000", "306296003"]
 
 
 def test_adult_and_unknown_age_get_no_afp_note():
