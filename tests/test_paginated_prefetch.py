@@ -97,7 +97,7 @@ def test_first_page_is_completed_from_the_fhir_server_and_the_flag_is_kept(
     (card,) = response.get_json()["cards"]
     assert card["indicator"] == "critical"
     asked = [request.path for request, _ in httpserver.log]
-    assert asked == ["/fhir/Condition"]
+    assert asked.count("/fhir/Condition") == 1  # the incomplete key was fetched whole, once
 
 
 def test_the_whole_fixture_prefetched_is_critical(client, at_fixture_time):
