@@ -37,6 +37,7 @@ _NEUROPATHY_TEMPLATE = {
     "both": "prevention-neuropathy-both",
 }
 MEDICATION_MAX = 48  # characters of the medication's name in the summary
+SITE_TEXT_MAX = 32  # a free-text site up to this length is quoted in the summary, else classed
 #: Where a medication's dose form begins: the summary names the drug and strength only.
 _DOSE_FORMS = (" solution", " powder", " suspension", " emulsion", " for injection", " injection")
 
@@ -56,8 +57,8 @@ def _short(text: str, limit: int = MEDICATION_MAX) -> str:
 
 def _site_short(content: Content, site: SiteFact) -> str:
     """The site in a few words, for the summary ("left dorsogluteal", "without a site")."""
-    if site.from_text:
-        return content.phrase("prevention-site-written", text=_cut(site.label or "", 32))
+    if site.from_text and len(site.label or "") <= SITE_TEXT_MAX:
+        return content.phrase("prevention-site-written", text=site.label or "")
     if site.site_class == "gluteal":
         if site.side in ("left", "right"):
             return content.phrase("prevention-site-gluteal", side=site.side)
@@ -67,11 +68,6 @@ def _site_short(content: Content, site: SiteFact) -> str:
     if not site.present:
         return content.phrase("prevention-site-none")
     return content.phrase("prevention-site-uncoded")
-
-
-def _cut(text: str, limit: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 def _site_detail(content: Content, site: SiteFact) -> str:
