@@ -548,8 +548,8 @@ def _edit(path: Path, old: str, new: str) -> None:
         (
             lambda d: _edit(
                 d / "valuesets.yaml",
-                "display: right ventragluteal, status: V-HL7, laterality: right, tag: ventrogluteal}",
-                "display: right ventragluteal, status: V-HL7, laterality: left, tag: ventrogluteal}",
+                "display: right ventragluteal, status: V-HL7, laterality: right, tag: ventro",
+                "display: right ventragluteal, status: V-HL7, laterality: left, tag: ventro",
             ),
             "prevention-target-site needs exactly one left and one right site",
         ),
