@@ -220,8 +220,10 @@ def _days_after(onset: _When, injection: _When) -> int | None:
     """Calendar days from the injection to the onset when the onset lies 0–14 days after it."""
     if onset.last - onset.first > MAX_ONSET_WIDTH:
         return None
-    if onset.instant is not None and injection.instant is not None:
-        if onset.instant < injection.instant:
+    a, b = onset.instant, injection.instant
+    # both timed with (or both without) an offset: instants; else local dates only (R0a)
+    if a is not None and b is not None and (a.tzinfo is None) == (b.tzinfo is None):
+        if a < b:
             return None
         days = (onset.first - injection.first).days
         return days if 0 <= days <= ONSET_AFTER_INJECTION_DAYS else None

@@ -353,6 +353,13 @@ def test_onset_window_is_0_to_14_calendar_days_in_local_dates(onset, counts):
     assert bool(found) is counts
 
 
+def test_a_datetime_without_offset_is_compared_by_its_local_date():
+    """An onset written without an offset (common in exports) never breaks the comparison."""
+    inj = med_admin(when="2016-03-08T18:30:00-05:00")
+    assert past(condition("M21.372", onset="2016-03-09T07:00:00"), inj)
+    assert not past(condition("M21.372", onset="2016-03-30T07:00:00"), inj)
+
+
 def test_sides_status_site_and_route_of_a_past_event():
     """Other side, refuted, deltoid, subcutaneous: none; resolved or unlateralised: counted."""
     inj = med_admin(site="LG", when="2019-05-05T09:00:00Z")
