@@ -37,6 +37,8 @@ _NEUROPATHY_TEMPLATE = {
     "both": "prevention-neuropathy-both",
 }
 MEDICATION_MAX = 48  # characters of the medication's name in the summary
+MEDICATION_MIN = 12  # never shorter than this
+SUMMARY_LIMIT = 140  # CDS Hooks: summary < 140 characters
 SITE_TEXT_MAX = 32  # a free-text site up to this length is quoted in the summary, else classed
 #: Where a medication's dose form begins: the summary names the drug and strength only.
 _DOSE_FORMS = (" solution", " powder", " suspension", " emulsion", " for injection", " injection")
@@ -305,16 +307,24 @@ def prevention_card(
     summary_name = _SUMMARY_TEMPLATE[judgement.case]
     if judgement.case == "vaccine" and judgement.indicator == "info":
         summary_name = "prevention-summary-vaccine-info"
-    summary = content.text(
-        summary_name,
-        medication=_short(medication),
-        site=site_short,
-        target=target,
-        side=judgement.affected or "",
-        neuropathy=_leg(content, judgement.affected)
+    neuropathy = (
+        _leg(content, judgement.affected)
         if judgement.case != "both"
-        else "; ".join(dict.fromkeys(_leg(content, n.side) for n in judgement.neuropathies)),
+        else "; ".join(dict.fromkeys(_leg(content, n.side) for n in judgement.neuropathies))
     )
+    limit = MEDICATION_MAX
+    while True:  # shorten the medication's name, never the advice, to stay under 140
+        summary = content.text(
+            summary_name,
+            medication=_short(medication, limit),
+            site=site_short,
+            target=target,
+            side=judgement.affected or "",
+            neuropathy=neuropathy,
+        )
+        if len(summary) < SUMMARY_LIMIT or limit <= MEDICATION_MIN:
+            break
+        limit -= 4
     lead = ""
     if judgement.case in _NEUROPATHY_TEMPLATE:
         findings = "; ".join(_finding(content, n) for n in judgement.neuropathies)

@@ -290,6 +290,15 @@ def test_immunogenicity_sentence_only_for_hepb_and_rabies_in_the_buttock():
     assert no_site["indicator"] == "info" and update_codes(no_site) == ["LD", "RD"]
 
 
+@pytest.mark.parametrize("site", [concept(ACTSITE, "RG"), {"text": "R upper outer quadrant x"}])
+def test_vaccine_summary_stays_under_140_characters(site):
+    """A long vaccine name and a long site text shorten the name, never the advice."""
+    long = order(drug="Diphtheria tetanus pertussis hepatitis B polio conjugate vaccine " * 2,
+                 site=site)  # fmt: skip
+    (card,) = sign(long, record=(born(20),))
+    assert len(card["summary"]) < 140 and card["summary"].endswith("never the buttock")
+
+
 def test_toddler_card_names_the_deltoid_as_the_alternative_without_a_second_suggestion():
     """12-35 months: one thigh update; the deltoid is text only (§4.6.10)."""
     (card,) = sign(vaccination(site="LG"), record=(born(30),))
