@@ -2,7 +2,8 @@
 
 A *documented injection neuropathy* that makes an order-select / order-sign card a ``warning``
 includes a past event judged **at the time it happened**: a foot-drop trigger Condition — a sequela
-code (7th character S, e.g. S74.02XS) included — whose onset lies 0–14 days (calendar days, R0a:
+code (7th character S, e.g. S74.02XS) included — or a foot-drop finding Observation (present), whose
+onset (effective time) lies 0–14 days (calendar days, R0a:
 each date as written, in its own offset) after a definite or probable IM injection into a gluteal
 site on that side, however many years ago. Patient-view's 24-month look-back and R1a ("sequela
 codes never start an attribution") do not apply here: the prevention services read the whole
@@ -216,6 +217,38 @@ def _onset(r: Mapping[str, object]) -> _When | None:
     return _When(recorded.last, recorded.last, None) if recorded else None
 
 
+def _finding_present(content: Content, r: Mapping[str, object]) -> bool:
+    """A final foot-drop finding Observation that says the finding is present (as R1 reads it)."""
+    if r.get("status") not in ("final", "amended", "corrected"):
+        return False
+    if r.get("dataAbsentReason") is not None:
+        return False
+    values = [k for k in r if k.startswith("value")]
+    if not values:
+        return True
+    if values == ["valueBoolean"]:
+        return r.get("valueBoolean") is True
+    if values == ["valueCodeableConcept"]:
+        found = {
+            m.entry.valueset
+            for m in content.codes.match_concept(
+                r.get("valueCodeableConcept"), frozenset({"finding-present", "finding-absent"})
+            )
+        }
+        return found == {"finding-present"}
+    return False
+
+
+def _effective(r: Mapping[str, object]) -> _When | None:
+    """An Observation's effective time (the start of a period), as written."""
+    if "effectiveDateTime" in r:
+        return _when(r.get("effectiveDateTime"))
+    period = r.get("effectivePeriod")
+    if isinstance(period, Mapping):
+        return _when(period.get("start")) or _when(period.get("end"))
+    return None
+
+
 def _days_after(onset: _When, injection: _When) -> int | None:
     """Calendar days from the injection to the onset when the onset lies 0–14 days after it."""
     if onset.last - onset.first > MAX_ONSET_WIDTH:
@@ -250,7 +283,9 @@ def _trigger_side(
     if side is not None:
         return side
     sides: set[str] = set()
-    body_sites = r.get("bodySite")
+    body_sites = r.get("bodySite")  # a list on Condition, one concept on Observation
+    if isinstance(body_sites, Mapping):
+        body_sites = [body_sites]
     for concept in body_sites if isinstance(body_sites, list) else ():
         for match in content.codes.match_concept(concept, frozenset({"body-laterality"})):
             if match.entry.laterality:
@@ -274,7 +309,7 @@ def past_injection_neuropathies(
     today = now.date()
     found: list[PastNeuropathy] = []
     for r in rows:
-        if r.get("resourceType") != "Condition":
+        if r.get("resourceType") not in ("Condition", "Observation"):
             continue
         try:
             event = _event(r, content, patient_id, injections, today)
@@ -292,14 +327,18 @@ def _event(
     injections: list[_PastInjection],
     today: date,
 ) -> PastNeuropathy | None:
-    matches = content.codes.match_concept(r.get("code"), frozenset({"footdrop-trigger"}))
+    observation = r.get("resourceType") == "Observation"
+    valueset = "footdrop-finding" if observation else "footdrop-trigger"
+    matches = content.codes.match_concept(r.get("code"), frozenset({valueset}))
     if not matches or other_patient(r, "subject", patient_id):
         return None
     verification = _status(r.get("verificationStatus"))
     clinical = _status(r.get("clinicalStatus"))
     if verification in ("refuted", "entered-in-error") or clinical == "entered-in-error":
         return None
-    onset = _onset(r)
+    if observation and not _finding_present(content, r):
+        return None
+    onset = _effective(r) if observation else _onset(r)
     if onset is None or onset.first > today:
         return None
     trigger_side = _trigger_side(content, r, matches)

@@ -397,6 +397,25 @@ def test_text_site_and_snomed_bodysite_of_a_past_event():
     assert found.side == "left" and found.days == 1
 
 
+def test_a_past_foot_drop_finding_observation_counts_when_present():
+    """A foot-drop finding (6077001, present, left foot) 3 days after an LG injection in 2020."""
+    inj = med_admin(site="LG", when="2020-02-01T10:00:00Z")
+    finding = {
+        "resourceType": "Observation",
+        "id": "obs-fd",
+        "status": "final",
+        "code": concept(SNOMED, "6077001"),
+        "subject": {"reference": f"Patient/{PID}"},
+        "effectiveDateTime": "2020-02-04T09:00:00Z",
+        "bodySite": concept(SNOMED, "22335008"),
+        "valueCodeableConcept": concept(SNOMED, "52101004"),
+    }
+    (found,) = past(finding, inj)
+    assert found.side == "left" and found.days == 3
+    absent = {**finding, "valueCodeableConcept": concept(SNOMED, "2667000")}
+    assert not past(absent, inj)
+
+
 def test_recorded_date_only_bounds_the_onset():
     """No onset[x]: the recordedDate counts only when it lies in the 0-14-day window."""
     inj = im_procedure("RG", when="2020-01-10T08:00:00Z")
