@@ -313,7 +313,7 @@ PHRASES: dict[str, frozenset[str]] = {
         "prevention-vaccine-hepb": (),
         "prevention-vaccine-rabies": (),
         "prevention-basis-past": ("onset", "days", "injection", "date", "status"),
-        "prevention-past-resolved": ("date",),
+        "prevention-past-resolved": ("status", "date"),
     }.items()
 }
 

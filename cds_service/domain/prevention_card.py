@@ -38,6 +38,7 @@ _NEUROPATHY_TEMPLATE = {
 }
 MEDICATION_MAX = 48  # characters of the medication's name in the summary
 MEDICATION_MIN = 12  # never shorter than this
+PAST_STATUSES = frozenset({"resolved", "inactive", "remission"})  # named on a past neuropathy
 SUMMARY_LIMIT = 140  # CDS Hooks: summary < 140 characters
 SITE_TEXT_MAX = 32  # a free-text site up to this length is quoted in the summary, else classed
 #: Where a medication's dose form begins: the summary names the drug and strength only.
@@ -124,7 +125,11 @@ def _finding(content: Content, n: Neuropathy) -> str:
     if isinstance(n, PastNeuropathy):
         status = ""
         if not n.current:
-            status = content.phrase("prevention-past-resolved", date=n.abated or "")
+            status = content.phrase(
+                "prevention-past-resolved",
+                status=n.clinical if n.clinical in PAST_STATUSES else "resolved",
+                date=n.abated or "",
+            )
         basis = content.phrase(
             "prevention-basis-past",
             onset=f"{n.onset:%Y-%m-%d}",

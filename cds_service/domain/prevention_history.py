@@ -100,6 +100,7 @@ class PastNeuropathy:
     injection_date: date
     current: bool
     abated: str | None  # the abatement date as written, for a resolved Condition
+    clinical: str | None = None  # clinicalStatus code (resolved, inactive, remission ...)
     basis: str = "past-event"
 
 
@@ -370,4 +371,5 @@ def _event(
         injection_date=inj.when.first,
         current=current,
         abated=abated[:10] if isinstance(abated, str) else None,
+        clinical=clinical,
     )
