@@ -189,6 +189,7 @@ def test_vaccine_recognition_by_cvx_words_and_brands():
     assert kind("Influenza VACCINE 0.5 mL").vaccine
     assert kind("RabAvert 1 mL").vaccine and kind("RabAvert 1 mL").rabies
     assert kind("Heplisav-B 20 mcg").hepb
+    assert kind("Shingrix 50 mcg/0.5 mL").vaccine and not kind("Shingrix").hepb
     assert kind("Anything", immunization=True).vaccine
     assert not kind("Ceftriaxone 1 g").vaccine
 
