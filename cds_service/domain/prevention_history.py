@@ -41,6 +41,7 @@ ONSET_AFTER_INJECTION_DAYS = 14
 #: An onset coarser than this (a year, a wide period) cannot be placed after an injection.
 MAX_ONSET_WIDTH = timedelta(days=31)
 GLUTEAL_CLASSES = frozenset({"gluteal", "ventrogluteal"})
+_FINDING = frozenset({"footdrop-finding"})
 _UNREADABLE = (AttributeError, TypeError, ValueError, KeyError, IndexError, OverflowError)
 
 
@@ -304,14 +305,21 @@ def past_injection_neuropathies(
     Sorted by trigger reference; for each trigger the closest preceding injection is named.
     """
     rows = [r for r in resources if isinstance(r, Mapping)]
+    sets = {"Condition": frozenset({"footdrop-trigger"}), "Observation": _FINDING}
+    candidates = [
+        r
+        for r in rows
+        if (wanted := sets.get(str(r.get("resourceType")))) is not None
+        and content.codes.match_concept(r.get("code"), wanted)
+    ]
+    if not candidates:
+        return []  # the common case: no foot drop on record, no injection to read
     injections = _injections(rows, content, patient_id)
     if not injections:
         return []
     today = now.date()
     found: list[PastNeuropathy] = []
-    for r in rows:
-        if r.get("resourceType") not in ("Condition", "Observation"):
-            continue
+    for r in candidates:
         try:
             event = _event(r, content, patient_id, injections, today)
         except _UNREADABLE:
