@@ -26,6 +26,7 @@ STATUSES = frozenset(
         "V-ONT",
         "V-VA",
         "V-CONTRACTOR",
+        "V-CDC",
         "SECONDARY",
         "LOCAL",
         PROVISIONAL,

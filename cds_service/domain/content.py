@@ -104,6 +104,9 @@ VALUESETS = CONDITION_VALUESETS | {
     "neurology-existing",
     "bmi",
     "prevention-target-site",
+    "vaccine-hepb",
+    "vaccine-rabies",
+    "immune-globulin",
     "not-for-use",
     # revision 2: red-flag pathways R7a-R7f
     *BODY_SITE_VALUESETS,
@@ -120,6 +123,7 @@ _UNIT_KIND = {
     "hours": "time",
     "days": "time",
     "years": "age",
+    "months": "age_months",
     "grades": "grades",
     "kg/m2": "bmi",
     "ratio": "inr",
@@ -166,6 +170,8 @@ THRESHOLDS: dict[str, str] = {
     "progression_window_anticoagulated": "time",
     "cauda_new_within": "time",
     "cauda_chronic_before": "time",
+    "vaccine_thigh_before": "age_months",
+    "vaccine_deltoid_from": "age",
 }
 
 #: Template file (without .md) -> placeholders it may use.
@@ -274,6 +280,15 @@ TEMPLATES: dict[str, frozenset[str]] = {
         "prevention-risk-none": ("child", "older", "bmi"),
         "prevention-risk-unknown": ("what",),
         "prevention-evidence": (),
+        # R8c: vaccines (never the buttock) and free-text sites
+        "prevention-summary-vaccine": ("medication", "site", "target"),
+        "prevention-summary-vaccine-info": ("medication", "site", "target"),
+        "prevention-why-vaccine-gluteal": (),
+        "prevention-why-vaccine-no-site": (),
+        "prevention-why-text-site": ("text", "side"),
+        "prevention-immunogenicity": ("vaccine",),
+        "prevention-recommendation-vaccine": ("target", "codes", "band"),
+        "prevention-evidence-vaccine": (),
     }.items()
 }
 
@@ -351,6 +366,24 @@ PHRASES: dict[str, frozenset[str]] = {
         "prevention-suggestion-description": ("ref", "target", "code"),
         "prevention-unknown-age": (),
         "prevention-unknown-bmi": ("days",),
+        # R8c: vaccine target sites, age bands, free-text sites, past neuropathies
+        "prevention-target-deltoid": ("side",),
+        "prevention-target-thigh": ("side",),
+        "prevention-target-deltoid-either": (),
+        "prevention-target-thigh-either": (),
+        "prevention-target-vaccine-either": (),
+        "prevention-site-text-deltoid": ("side",),
+        "prevention-site-text-thigh": ("side",),
+        "prevention-site-written": ("text",),
+        "prevention-side-unstated": (),
+        "prevention-vaccine-band-infant": ("months",),
+        "prevention-vaccine-band-toddler": ("months", "years"),
+        "prevention-vaccine-band-older": ("years",),
+        "prevention-vaccine-band-unknown": ("months", "years"),
+        "prevention-vaccine-hepb": (),
+        "prevention-vaccine-rabies": (),
+        "prevention-basis-past": ("onset", "days", "injection", "date", "status"),
+        "prevention-past-resolved": ("status", "date"),
     }.items()
 }
 
@@ -427,6 +460,8 @@ class Thresholds:
     progression_window_anticoagulated: timedelta
     cauda_new_within: timedelta
     cauda_chronic_before: timedelta
+    vaccine_thigh_before: int  # months (R8c)
+    vaccine_deltoid_from: int  # years (R8c)
     vastus_lateralis_site: str = "none"
 
 
@@ -470,6 +505,8 @@ class Content:
     anticoagulant_names: tuple[str, ...]
     prevention: Framing = field(default_factory=lambda: Framing(source={}))
     nsaid_names: tuple[str, ...] = ()  # R7c: "the injected drug was an NSAID" (names govern)
+    #: R8c vaccine names (lower case): brand, hepb, rabies, immune_globulin.
+    vaccine_names: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def text(self, name: str, **values: object) -> str:
         """Render the Markdown template ``cards/templates/<name>.md``."""
@@ -636,6 +673,8 @@ def _thresholds(doc: Mapping[str, Any], problems: list[str]) -> Thresholds | Non
             problems.append(f"thresholds.yaml: {grade} must be an MRC grade 0-5")
     if values["child_age"] > values["older_adult_age"]:
         problems.append("thresholds.yaml: child_age must not be above older_adult_age")
+    if values["vaccine_thigh_before"] >= 12 * values["vaccine_deltoid_from"]:
+        problems.append("thresholds.yaml: vaccine_thigh_before must be below vaccine_deltoid_from")
     if not 10 <= values["underweight_bmi"] <= 30:
         problems.append("thresholds.yaml: underweight_bmi must be a BMI between 10 and 30 kg/m2")
     if problems:
@@ -756,6 +795,7 @@ def build_content(
         problems.append("valuesets.yaml: nsaid_names must be a list of names")
         nsaids = []
 
+    vaccine_names = _vaccine_names(valuesets.get("vaccine_names"), problems)
     limits = _thresholds(thresholds, problems)
 
     compiled: dict[str, string.Template] = {}
@@ -806,7 +846,31 @@ def build_content(
         anticoagulant_names=tuple(n.strip().lower() for n in names),
         prevention=prevention,
         nsaid_names=tuple(n.strip().lower() for n in nsaids),
+        vaccine_names=vaccine_names,
     )
+
+
+VACCINE_NAME_KEYS = ("brand", "hepb", "rabies", "immune_globulin")
+
+
+def _vaccine_names(raw: object, problems: list[str]) -> dict[str, tuple[str, ...]]:
+    """The R8c name lists (lower case); every key of ``VACCINE_NAME_KEYS`` is required."""
+    if not isinstance(raw, Mapping):
+        problems.append("valuesets.yaml: vaccine_names (brand, hepb, rabies, immune_globulin)")
+        return {}
+    out: dict[str, tuple[str, ...]] = {}
+    for key in VACCINE_NAME_KEYS:
+        names = raw.get(key)
+        if not isinstance(names, list) or not all(isinstance(n, str) and n.strip() for n in names):
+            problems.append(f"valuesets.yaml: vaccine_names.{key} must be a list of names")
+            continue
+        out[key] = tuple(n.strip().lower() for n in names)
+    problems.extend(
+        f"valuesets.yaml: vaccine_names.{key}: unknown list"
+        for key in raw
+        if key not in out and key not in VACCINE_NAME_KEYS
+    )
+    return out
 
 
 def _framing(where: str, raw: object, problems: list[str]) -> Framing:
@@ -835,18 +899,34 @@ def _framing(where: str, raw: object, problems: list[str]) -> Framing:
     )
 
 
+TARGET_SITE_TAGS = ("ventrogluteal", "deltoid", "thigh")
+
+
 def _target_site_problems(index: CodeIndex) -> list[str]:
-    """The prevention target sites: exactly one left and one right v3-ActSite site (LVG / RVG)."""
+    """The prevention target sites: per tag exactly one left and one right v3-ActSite site.
+
+    Tags: ventrogluteal (LVG / RVG, drugs), deltoid and thigh (vaccines, R8c); a tag may add at
+    most one SNOMED CT equivalent per side.
+    """
     entries = index.codes_of("prevention-target-site")
-    sides = sorted(e.laterality or "none" for e in entries)
     problems = []
-    if sides != ["left", "right"]:
-        problems.append(
-            "valuesets.yaml: prevention-target-site needs exactly one left and one right site"
-        )
-    for entry in entries:
-        if entry.system != "v3-actsite":
+    for tag in TARGET_SITE_TAGS:
+        mine = [e for e in entries if e.tag == tag]
+        sides = sorted(e.laterality or "none" for e in mine if e.system == "v3-actsite")
+        if sides != ["left", "right"]:
             problems.append(
-                f"valuesets.yaml: prevention-target-site: {entry.code} must be a v3-actsite code"
+                f"valuesets.yaml: prevention-target-site needs exactly one left and one right "
+                f"site (tag {tag})"
+            )
+        for side in ("left", "right"):
+            if sum(e.system == "snomed" and e.laterality == side for e in mine) > 1:
+                problems.append(
+                    f"valuesets.yaml: prevention-target-site: at most one SNOMED {side} {tag}"
+                )
+    for entry in entries:
+        if entry.tag not in TARGET_SITE_TAGS or entry.system not in ("v3-actsite", "snomed"):
+            problems.append(
+                f"valuesets.yaml: prevention-target-site: {entry.code} needs a tag of "
+                f"{', '.join(TARGET_SITE_TAGS)} and a v3-actsite (or snomed) code"
             )
     return problems

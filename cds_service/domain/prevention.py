@@ -2,19 +2,25 @@
 
 For each draft order being judged — the *selected* ones on ``order-select``, *every* draft on
 ``order-sign`` — that gives an intramuscular injection (R2 route codes; an uncoded route whose text
-says IM or whose site is gluteal), the site decides:
+says IM or whose site is gluteal), the site decides. A site written only as text ("R buttock",
+"LUOQ", "left VG") is read by :func:`prevention_sites.text_site` and keeps its side (R8c).
 
-* dorsogluteal or unspecified gluteal (LG, RG, BU, 1236872009, 1236873004, 46862004), no site, or
-  a site given only as text ⇒ an ``info`` card recommending the ventrogluteal site (or the deltoid
-  or vastus lateralis where the volume allows), with an ``update`` suggestion that writes the
-  same side's ventrogluteal site (LVG / RVG) into the draft; both sides, one suggestion each
-  (``at-most-one``), when the side is unknown;
-* a documented injection neuropathy (:func:`rules.injection_neuropathies`) ⇒ a ``warning`` for any
-  gluteal site (ventrogluteal included) or no site, worded more strongly when the order is on the
-  affected side or does not say which side; the suggestion is the unaffected side's ventrogluteal
-  site;
-* ventrogluteal (without a neuropathy), deltoid or arm, vastus lateralis or thigh, and any coded
-  non-IM route (subcutaneous, oral ...) ⇒ no card.
+* A drug (immune globulins included) into a dorsogluteal or unspecified gluteal site (LG, RG, BU,
+  1236872009, 1236873004, 46862004, a buttock text), no site, or an unrecognised site ⇒ ``info``
+  recommending the ventrogluteal site, with an ``update`` writing the same side's LVG / RVG; both
+  sides, one suggestion each (``at-most-one``), when the side is not stated.
+* A **vaccine** (R8c) is never moved to the buttock: into any gluteal site (ventrogluteal
+  included) ⇒ ``warning``, update to the age-appropriate site on the same side (thigh LVL / RVL
+  under 3 years, deltoid LD / RD from 3 years; both when the age is unknown); no site ⇒ ``info``
+  with the age-appropriate site. Hepatitis B and rabies vaccines add the immunogenicity sentence.
+* A documented injection neuropathy — the engine's current finding
+  (:func:`rules.injection_neuropathies`) or a past event of any age
+  (:func:`prevention_history.past_injection_neuropathies`, §4.6.6) ⇒ ``warning`` for any gluteal
+  site (ventrogluteal included) or no site, worded more strongly when the order is on the
+  affected side or does not say which side; a drug's suggestion is the unaffected side's
+  ventrogluteal site, a vaccine's the age-appropriate deltoid / thigh.
+* Ventrogluteal (a drug without a neuropathy), deltoid or arm, vastus lateralis or thigh, and any
+  coded non-IM route (subcutaneous, oral ...) ⇒ no card.
 
 Risk factors (child, older age, underweight, anticoagulation) are named on the card; they do not
 change the indicator. Everything here is pure: the draft orders come from the request context, the
@@ -25,28 +31,40 @@ built by :mod:`prevention_card`.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from cds_service.domain.card import age_years
 from cds_service.domain.content import Content
 from cds_service.domain.engine import Evaluation
 from cds_service.domain.facts import (
-    BmiFact,
     Facts,
     classify_route,
     concept_text,
     extract_facts,
     injection_site,
     medication_name,
-    names_anticoagulant,
     other_patient,
     says_im,
 )
 from cds_service.domain.prefetch import flatten
 from cds_service.domain.prevention_card import prevention_card
+from cds_service.domain.prevention_history import PastNeuropathy, past_injection_neuropathies
+from cds_service.domain.prevention_risks import CLOSED_STATUSES, RiskFactors, risk_factors
+from cds_service.domain.prevention_sites import (
+    BAND_KINDS,
+    TargetSite,
+    VaccineKind,
+    age_months,
+    target_site,
+    text_site,
+    vaccine_band,
+    vaccine_kind,
+)
 from cds_service.domain.rules import InjectionNeuropathy, injection_neuropathies
+
+#: A documented injection neuropathy: the engine's current finding or a past event (§4.6.6).
+Neuropathy = InjectionNeuropathy | PastNeuropathy
 
 __all__ = [
     "MODES",
@@ -63,8 +81,6 @@ __all__ = [
 
 MODES = ("order-select", "order-sign")
 JUDGED_TYPES = frozenset({"MedicationRequest", "Immunization"})
-#: MedicationRequest statuses that will not lead to an injection (nothing to prevent).
-CLOSED_STATUSES = frozenset({"entered-in-error", "cancelled", "stopped", "completed"})
 #: Immunization statuses that are not a planned vaccination. R4 has no draft status for an
 #: Immunization: one in draftOrders is judged unless it records a vaccination already given
 #: (``completed``: changing its site would falsify the record) or is ``entered-in-error``;
@@ -89,6 +105,7 @@ class SiteFact:
     label: str | None  # display of the coded site, or the text of an uncoded one
     code: str | None  # the code as written in the draft
     present: bool  # a site element is there (coded or not)
+    from_text: bool = False  # class and side read from free text (R8c), not from a code
 
 
 @dataclass(frozen=True)
@@ -104,6 +121,7 @@ class DraftInjection:
     route: str  # how the route was read: a coded display "(code)", route text, or "site"
     route_coded: bool
     sites: tuple[SiteFact, ...]  # one per IM dosage instruction
+    product: VaccineKind = field(default_factory=lambda: VaccineKind(vaccine=False))  # R8c
 
 
 def draft_resources(context: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -149,9 +167,13 @@ def _quantity(quantity: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _medication(resource: Mapping[str, Any], bundle: Sequence[Mapping[str, Any]]) -> str | None:
-    """The medication's name; a medicationReference is resolved in ``contained`` or the Bundle."""
+def _medication_concepts(
+    resource: Mapping[str, Any], bundle: Sequence[Mapping[str, Any]]
+) -> tuple[str | None, list[object]]:
+    """The medication's name and concepts; a medicationReference is resolved in ``contained``
+    or the Bundle (its Medication.code and ingredient concepts)."""
     name = medication_name(resource)
+    concepts: list[object] = [resource.get("medicationCodeableConcept")]
     reference = resource.get("medicationReference")
     if isinstance(reference, Mapping) and isinstance(reference.get("reference"), str):
         target = reference["reference"]
@@ -160,29 +182,43 @@ def _medication(resource: Mapping[str, Any], bundle: Sequence[Mapping[str, Any]]
         candidates += [(_reference(m), m) for m in bundle if m.get("resourceType") == "Medication"]
         for key, medication in candidates:
             if key == target and medication.get("resourceType") == "Medication":
-                return concept_text(medication.get("code")) or name
-    return name
+                concepts.append(medication.get("code"))
+                return concept_text(medication.get("code")) or name, concepts
+    return name, concepts
 
 
-def _is_vaccine(content: Content, concept: object, text: str | None) -> bool:
-    if isinstance(concept, Mapping):
-        for coding in concept.get("coding") or ():
-            if isinstance(coding, Mapping) and content.codes.alias(coding.get("system")) == "cvx":
-                return True
-    return bool(text) and "vaccin" in str(text).lower()
+def _medication(resource: Mapping[str, Any], bundle: Sequence[Mapping[str, Any]]) -> str | None:
+    """The medication's name; a medicationReference is resolved in ``contained`` or the Bundle."""
+    return _medication_concepts(resource, bundle)[0]
 
 
-def _site_fact(content: Content, index: int, value: object) -> SiteFact:
+def _site_fact(content: Content, index: int, value: object, *texts: object) -> SiteFact:
+    """The site of one dosage: a recognised code, else its text, else the other texts (R8c)."""
     site_class, side, label = injection_site(content.codes, value)
     code = None
     concept = value[0] if isinstance(value, list) and value else value
+    coded = site_class is not None
+    site_texts: list[object] = []
     if isinstance(concept, Mapping):
+        site_texts.append(concept.get("text"))
         for coding in concept.get("coding") or ():
             if isinstance(coding, Mapping) and isinstance(coding.get("code"), str):
-                code = coding["code"]
-                break
+                code = code or coding["code"]
+            if isinstance(coding, Mapping):
+                site_texts.append(coding.get("display"))
     present = isinstance(concept, Mapping) and bool(concept)
+    if not coded:
+        parsed, parsed_side, read = text_site([*site_texts, *texts])
+        if parsed is not None:
+            return SiteFact(index, parsed, parsed_side, read, None, present, from_text=True)
     return SiteFact(index, site_class, side, label, code, present)
+
+
+def _notes(resource: Mapping[str, Any]) -> list[object]:
+    notes = resource.get("note")
+    if not isinstance(notes, list):
+        return []
+    return [n.get("text") for n in notes if isinstance(n, Mapping)]
 
 
 def _route_reading(
@@ -238,29 +274,32 @@ def _read_draft(
     if rtype not in JUDGED_TYPES or _status(resource) in closed:
         return None
     ref = _reference(resource)
+    notes = _notes(resource)
     if rtype == "Immunization":
         if other_patient(resource, "patient", patient_id):
             return None
-        site = _site_fact(content, -1, resource.get("site"))
+        site = _site_fact(content, -1, resource.get("site"), *notes)
         reading = _route_reading(content, resource.get("route"), site)
         if reading is None:
             return None
         quantity = resource.get("doseQuantity")
         vaccine = concept_text(resource.get("vaccineCode")) or None
+        product = vaccine_kind(content, [resource.get("vaccineCode")], (), immunization=True)
         return DraftInjection(
             ref=ref,
             resource=resource,
             kind=rtype,
-            vaccine=True,
+            vaccine=product.vaccine,
             medication=vaccine,
             dose=_quantity(quantity) if isinstance(quantity, Mapping) else None,
             route=reading[0],
             route_coded=reading[1],
             sites=(site,),
+            product=product,
         )
     if other_patient(resource, "subject", patient_id):
         return None
-    medication = _medication(resource, bundle)
+    medication, concepts = _medication_concepts(resource, bundle)
     sites: list[SiteFact] = []
     readings: list[tuple[str, bool]] = []
     dose = None
@@ -268,7 +307,14 @@ def _read_draft(
     for index, dosage in enumerate(dosages if isinstance(dosages, list) else ()):
         if not isinstance(dosage, Mapping):
             continue
-        site = _site_fact(content, index, dosage.get("site"))
+        site = _site_fact(
+            content,
+            index,
+            dosage.get("site"),
+            dosage.get("text"),
+            dosage.get("patientInstruction"),
+            *notes,
+        )
         reading = _route_reading(content, dosage.get("route"), site, dosage.get("text"))
         if reading is None:
             continue
@@ -277,87 +323,18 @@ def _read_draft(
         dose = dose or _dose_text(dosage)
     if not sites:
         return None
+    product = vaccine_kind(content, concepts, (medication,), immunization=False)
     return DraftInjection(
         ref=ref,
         resource=resource,
         kind=rtype,
-        vaccine=_is_vaccine(content, resource.get("medicationCodeableConcept"), medication),
+        vaccine=product.vaccine,
         medication=medication,
         dose=dose,
         route=readings[0][0],
         route_coded=readings[0][1],
         sites=tuple(sites),
-    )
-
-
-# --- risk factors -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RiskFactors:
-    """What makes a sciatic injection injury more likely (E5), and what could not be checked."""
-
-    age: int | None
-    child: bool
-    older: bool
-    bmi: BmiFact | None  # the latest BMI measured within ``bmi_recent`` (None: none)
-    bmi_applies: bool  # the adult cut-off applies (adult, or age unknown)
-    underweight: bool
-    anticoagulation: tuple[str, ...]
-
-    @property
-    def named(self) -> tuple[str, ...]:
-        """The risk factors present, as keys: child, older, underweight, anticoagulated."""
-        flags = (
-            ("child", self.child),
-            ("older", self.older),
-            ("underweight", self.underweight),
-            ("anticoagulated", bool(self.anticoagulation)),
-        )
-        return tuple(key for key, present in flags if present)
-
-
-def risk_factors(
-    facts: Facts, content: Content, now: datetime, drafts: Sequence[Mapping[str, Any]] = ()
-) -> RiskFactors:
-    """Child, age ≥ 65, BMI < 18.5 (adults) and anticoagulation, from the record and the drafts.
-
-    Anticoagulation: a current Condition of the ``anticoagulation`` value set (Z79.01, D68.32,
-    T45.515-), an active MedicationRequest or a MedicationAdministration in the last
-    ``anticoagulant_before_injection`` naming a configured anticoagulant, or an anticoagulant
-    among the draft orders of this session.
-    """
-    t = content.thresholds
-    age = age_years(facts.birth_date, now)
-    recent = [b for b in facts.bmi if b.time >= now - t.bmi_recent]
-    bmi = max(recent, key=lambda b: (b.time, b.ref)) if recent else None
-    bmi_applies = age is None or age >= t.bmi_adult_age
-    anticoagulation: list[str] = sorted(
-        c.label for c in facts.conditions if "anticoagulation" in c.valuesets and c.current
-    )
-    anticoagulation += sorted(f"{drug} (active order)" for _, drug in facts.anticoagulant_orders)
-    anticoagulation += [
-        f"{drug} given {when:%Y-%m-%d}"
-        for when, drug in sorted(facts.anticoagulant_times)
-        if now - t.anticoagulant_before_injection <= when <= now
-    ]
-    for draft in drafts:
-        if draft.get("resourceType") != "MedicationRequest" or _status(draft) in CLOSED_STATUSES:
-            continue
-        try:
-            drug = medication_name(draft)
-        except UNREADABLE:
-            continue
-        if names_anticoagulant(content, drug):
-            anticoagulation.append(f"{drug} (ordered now)")
-    return RiskFactors(
-        age=age,
-        child=age is not None and age < t.child_age,
-        older=age is not None and age >= t.older_adult_age,
-        bmi=bmi,
-        bmi_applies=bmi_applies,
-        underweight=bmi is not None and bmi_applies and bmi.value < t.underweight_bmi,
-        anticoagulation=tuple(dict.fromkeys(anticoagulation)),
+        product=product,
     )
 
 
@@ -372,47 +349,138 @@ class Judgement:
     site: SiteFact  # the site the card is about (the first risky IM dosage's)
     positions: tuple[int, ...]  # dosage indexes whose site the update replaces (-1: Immunization)
     indicator: str  # info | warning
-    case: str  # info | affected | other | order-side-unknown | both
-    targets: tuple[str, ...]  # sides of the ventrogluteal sites suggested ("left", "right")
-    neuropathies: tuple[InjectionNeuropathy, ...] = ()
+    case: str  # info | vaccine | affected | other | order-side-unknown | both
+    targets: tuple[TargetSite, ...]  # the update suggestions (one each, at-most-one)
+    neuropathies: tuple[Neuropathy, ...] = ()
     affected: str | None = None  # the neuropathy's side when it is one side
+    band: str | None = None  # a vaccine's age band: infant | toddler | older | unknown
+    named: tuple[TargetSite, ...] = ()  # sites the text recommends (targets, or the order's own)
 
 
 def _other(side: str) -> str:
     return "right" if side == "left" else "left"
 
 
-def judge(draft: DraftInjection, neuropathies: Sequence[InjectionNeuropathy]) -> Judgement | None:
-    """The card for one IM draft, or None when its site is safe (R3 classes, see the module)."""
-    risky = (GLUTEAL, VENTROGLUTEAL, None) if neuropathies else (GLUTEAL, None)
+def _sides(side: str | None) -> tuple[str, ...]:
+    return (side,) if side in ("left", "right") else ("left", "right")
+
+
+def _vaccine_targets(
+    content: Content, band: str, side: str | None, affected: str | None
+) -> tuple[TargetSite, ...]:
+    """The age-appropriate site(s) of a vaccine (R8c), never gluteal.
+
+    Same side as ordered; both sides (at-most-one) when the order has no side. Age unknown: the
+    deltoid and the thigh of the ordered side, none when the side is not stated either. A thigh
+    on the leg with a documented neuropathy moves to the other leg.
+    """
+    kinds = BAND_KINDS[band]
+    if len(kinds) > 1 and side not in ("left", "right"):
+        return ()
+    out = []
+    for kind in kinds:
+        for s in _sides(side):
+            if kind == "thigh" and affected is not None and s == affected:
+                s = _other(s)
+            out.append(target_site(content, kind, s))
+    return tuple(dict.fromkeys(out))
+
+
+def judge(
+    draft: DraftInjection,
+    neuropathies: Sequence[Neuropathy],
+    content: Content | None = None,
+    months: int | None = None,
+) -> Judgement | None:
+    """The card for one IM draft, or None when its site is safe (see the module).
+
+    ``months``: the patient's age in months (vaccines: site by age); ``content`` gives the target
+    sites (required to judge a vaccine).
+    """
+    vaccine = draft.vaccine
+    risky = (GLUTEAL, VENTROGLUTEAL, None) if neuropathies or vaccine else (GLUTEAL, None)
     sites = [s for s in draft.sites if s.site_class in risky]
     if not sites:
         return None
     site = sites[0]
     positions = tuple(s.index for s in sites)
-    targets: tuple[str, ...]
+    gluteal = site.site_class in (GLUTEAL, VENTROGLUTEAL)
+    band = vaccine_band(content, months) if vaccine and content is not None else None
     if not neuropathies:
-        targets = (site.side,) if site.side in ("left", "right") else ("left", "right")
-        return Judgement(draft, site, positions, "info", "info", targets)
+        if vaccine:
+            targets = _vaccine_targets(_content(content), band or "unknown", site.side, None)
+            indicator = "warning" if gluteal else "info"
+            return Judgement(
+                draft, site, positions, indicator, "vaccine", targets, band=band, named=targets
+            )
+        vg = tuple(_vg(content, s) for s in _sides(site.side))
+        return Judgement(draft, site, positions, "info", "info", vg, named=vg)
     sides = {n.side for n in neuropathies}
     one_side = sides <= {"left"} or sides <= {"right"}
     if not one_side:  # bilateral, both sides, or a side not documented
-        return Judgement(draft, site, positions, "warning", "both", (), tuple(neuropathies))
+        targets = (
+            _vaccine_targets(_content(content), band or "unknown", site.side, None)
+            if vaccine
+            else ()
+        )
+        return Judgement(
+            draft, site, positions, "warning", "both", targets, tuple(neuropathies),
+            band=band, named=targets,
+        )  # fmt: skip
     affected = "left" if sides == {"left"} else "right"
     unaffected = _other(affected)
     if site.side == affected:
-        case, targets = "affected", (unaffected,)
+        case = "affected"
     elif site.side == unaffected:
         case = "other"
-        targets = () if site.site_class == VENTROGLUTEAL else (unaffected,)
     else:
-        case, targets = "order-side-unknown", (unaffected,)
+        case = "order-side-unknown"
+    if vaccine:
+        targets = _vaccine_targets(_content(content), band or "unknown", site.side, affected)
+        named = targets
+    elif case == "other" and site.site_class == VENTROGLUTEAL:
+        targets, named = (), (_vg(content, unaffected),)
+    else:
+        targets = named = (_vg(content, unaffected),)
     return Judgement(
-        draft, site, positions, "warning", case, targets, tuple(neuropathies), affected
-    )
+        draft, site, positions, "warning", case, targets, tuple(neuropathies), affected,
+        band=band, named=named,
+    )  # fmt: skip
+
+
+def _content(content: Content | None) -> Content:
+    if content is None:
+        raise ValueError("judging a vaccine needs the content (its target sites)")
+    return content
+
+
+def _vg(content: Content | None, side: str) -> TargetSite:
+    """The ventrogluteal target on ``side`` (fixed LVG / RVG when no content is given)."""
+    if content is not None:
+        return target_site(content, "ventrogluteal", side)
+    code = "LVG" if side == "left" else "RVG"
+    return TargetSite("ventrogluteal", side, code, f"{side} ventragluteal")
 
 
 # --- the entry point --------------------------------------------------------------------------
+
+
+def documented_neuropathies(
+    facts: Facts,
+    record: Sequence[Mapping[str, Any]],
+    content: Content,
+    patient_id: str,
+    now: datetime,
+) -> list[Neuropathy]:
+    """The engine's current findings plus past events of any age (§4.6.6), one per trigger."""
+    found: list[Neuropathy] = list(injection_neuropathies(facts, now, content.thresholds))
+    known = {n.trigger.ref for n in found if isinstance(n, InjectionNeuropathy)}
+    found += [
+        p
+        for p in past_injection_neuropathies(record, content, patient_id, now)
+        if p.ref not in known
+    ]
+    return found
 
 
 def evaluate_prevention(
@@ -437,13 +505,15 @@ def evaluate_prevention(
         for resource in judged_orders(mode, context)
         if (draft := read_draft(resource, content, patient_id, all_drafts)) is not None
     ]
-    facts = extract_facts(resources if resources is not None else (), content, patient_id, now)
+    record = resources if resources is not None else ()
+    facts = extract_facts(record, content, patient_id, now)
     cards: list[dict[str, Any]] = []
     if injections:
-        neuropathies = injection_neuropathies(facts, now, content.thresholds)
+        neuropathies = documented_neuropathies(facts, record, content, patient_id, now)
         risks = risk_factors(facts, content, now, all_drafts)
+        months = age_months(facts.birth_date, now)
         for number, draft in enumerate(injections):
-            judgement = judge(draft, neuropathies)
+            judgement = judge(draft, neuropathies, content, months)
             if judgement is not None:
                 cards.append(
                     prevention_card(

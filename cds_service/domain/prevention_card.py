@@ -3,7 +3,8 @@
 The wording is Markdown under ``cards/templates/prevention-*.md`` and phrases in ``card.yaml``; the
 suggestion returns the whole draft resource with only the injection site replaced (same id, same
 status, everything else kept), coded with the ``prevention-target-site`` value set (v3-ActSite
-LVG / RVG). The card's uuid is uuid5 of the hook instance and the order's reference.
+LVG / RVG for drugs; LD / RD deltoid or LVL / RVL thigh for vaccines, with their SNOMED CT twin).
+The card's uuid is uuid5 of the hook instance and the order's reference.
 """
 
 from __future__ import annotations
@@ -13,15 +14,17 @@ from typing import TYPE_CHECKING, Any
 
 from cds_service.domain.card import frame_card, make_uuid
 from cds_service.domain.content import Content
+from cds_service.domain.prevention_history import PastNeuropathy
 
 if TYPE_CHECKING:
-    from cds_service.domain.prevention import Judgement, RiskFactors, SiteFact
-    from cds_service.domain.rules import InjectionNeuropathy
+    from cds_service.domain.prevention import Judgement, Neuropathy, RiskFactors, SiteFact
+    from cds_service.domain.prevention_sites import TargetSite
 
 __all__ = ["prevention_card", "updated_draft"]
 
 _SUMMARY_TEMPLATE = {
     "info": "prevention-summary-info",
+    "vaccine": "prevention-summary-vaccine",
     "affected": "prevention-summary-affected",
     "order-side-unknown": "prevention-summary-affected",
     "other": "prevention-summary-neuropathy",
@@ -34,6 +37,10 @@ _NEUROPATHY_TEMPLATE = {
     "both": "prevention-neuropathy-both",
 }
 MEDICATION_MAX = 48  # characters of the medication's name in the summary
+MEDICATION_MIN = 12  # never shorter than this
+PAST_STATUSES = frozenset({"resolved", "inactive", "remission"})  # named on a past neuropathy
+SUMMARY_LIMIT = 140  # CDS Hooks: summary < 140 characters
+SITE_TEXT_MAX = 32  # a free-text site up to this length is quoted in the summary, else classed
 #: Where a medication's dose form begins: the summary names the drug and strength only.
 _DOSE_FORMS = (" solution", " powder", " suspension", " emulsion", " for injection", " injection")
 
@@ -53,6 +60,8 @@ def _short(text: str, limit: int = MEDICATION_MAX) -> str:
 
 def _site_short(content: Content, site: SiteFact) -> str:
     """The site in a few words, for the summary ("left dorsogluteal", "without a site")."""
+    if site.from_text and len(site.label or "") <= SITE_TEXT_MAX:
+        return content.phrase("prevention-site-written", text=site.label or "")
     if site.site_class == "gluteal":
         if site.side in ("left", "right"):
             return content.phrase("prevention-site-gluteal", side=site.side)
@@ -66,6 +75,8 @@ def _site_short(content: Content, site: SiteFact) -> str:
 
 def _site_detail(content: Content, site: SiteFact) -> str:
     """The site as written in the order, for the order line of the detail."""
+    if site.from_text:
+        return content.phrase("prevention-site-detail-uncoded", label=site.label or "")
     if not site.present:
         return content.phrase("prevention-site-detail-none")
     if site.site_class is None and site.code is None:
@@ -74,7 +85,27 @@ def _site_detail(content: Content, site: SiteFact) -> str:
     return f"{label} ({site.code})" if site.code else label
 
 
-def _why(content: Content, site: SiteFact) -> str:
+def _why(content: Content, judgement: Judgement) -> str:
+    site = judgement.site
+    gluteal = site.site_class in ("gluteal", "ventrogluteal")
+    lines = []
+    if judgement.draft.vaccine and gluteal:
+        product = judgement.draft.product
+        for flag, name in ((product.hepb, "hepb"), (product.rabies, "rabies")):
+            if flag:
+                vaccine = content.phrase(f"prevention-vaccine-{name}")
+                lines.append(content.text("prevention-immunogenicity", vaccine=vaccine))
+        lines.append(content.text("prevention-why-vaccine-gluteal"))
+        return "\n".join(lines)
+    if judgement.draft.vaccine and site.site_class is None and not site.present:
+        return content.text("prevention-why-vaccine-no-site")
+    if site.from_text and site.site_class == "gluteal":
+        side = site.side or content.phrase("prevention-side-unstated")
+        return content.text("prevention-why-text-site", text=site.label or "", side=side)
+    return _why_site(content, site)
+
+
+def _why_site(content: Content, site: SiteFact) -> str:
     if site.site_class == "gluteal":
         if site.side in ("left", "right"):
             return content.text("prevention-why-dorsogluteal")
@@ -90,7 +121,26 @@ def _leg(content: Content, side: str | None) -> str:
     return content.phrase(f"prevention-leg-{side if side else 'unknown'}")
 
 
-def _finding(content: Content, n: InjectionNeuropathy) -> str:
+def _finding(content: Content, n: Neuropathy) -> str:
+    if isinstance(n, PastNeuropathy):
+        status = ""
+        if not n.current:
+            status = content.phrase(
+                "prevention-past-resolved",
+                status=n.clinical if n.clinical in PAST_STATUSES else "resolved",
+                date=n.abated or "",
+            )
+        basis = content.phrase(
+            "prevention-basis-past",
+            onset=f"{n.onset:%Y-%m-%d}",
+            days=n.days,
+            injection=n.injection_label,
+            date=f"{n.injection_date:%Y-%m-%d}",
+            status=status,
+        )
+        return content.phrase(
+            "prevention-finding", condition=n.label, side=_leg(content, n.side), basis=basis
+        )
     if n.basis == "assessment" and n.assessment is not None:
         inj = n.assessment.injection
         site = f", {inj.site_label}" if inj.site_label else ""
@@ -149,25 +199,26 @@ def _risks(content: Content, risks: RiskFactors) -> str:
     return "\n".join(lines)
 
 
-def _target_entry(content: Content, side: str) -> tuple[str, str]:
-    """(code, display) of the target site on ``side`` (value set ``prevention-target-site``)."""
-    for entry in content.codes.codes_of("prevention-target-site"):
-        if entry.laterality == side:
-            return entry.code, entry.display
-    raise KeyError(side)  # content validation guarantees one per side
+def _site_text(content: Content, target: TargetSite) -> str:
+    if target.kind == "ventrogluteal":
+        return content.phrase("prevention-site-text", side=target.side)
+    return content.phrase(f"prevention-site-text-{target.kind}", side=target.side)
 
 
-def updated_draft(content: Content, judgement: Judgement, side: str) -> dict[str, Any]:
-    """The whole draft with the injection site set to ``side``'s ventrogluteal site.
+def updated_draft(content: Content, judgement: Judgement, target: TargetSite) -> dict[str, Any]:
+    """The whole draft with the injection site set to ``target``.
 
     Only the site of the judged IM dosage instructions (or of the Immunization) changes; id,
-    status, intent, dose, route and every other element are kept as sent.
+    status, intent, dose, route and every other element are kept as sent. The site is coded in
+    HL7 v3-ActSite, plus its SNOMED CT equivalent where the value set has one.
     """
-    code, display = _target_entry(content, side)
-    site = {
-        "coding": [{"system": content.codes.uri("v3-actsite"), "code": code, "display": display}],
-        "text": content.phrase("prevention-site-text", side=side),
-    }
+    codings = [
+        {"system": content.codes.uri("v3-actsite"), "code": target.code, "display": target.display}
+    ]
+    if target.snomed is not None:
+        code, display = target.snomed
+        codings.append({"system": content.codes.uri("snomed"), "code": code, "display": display})
+    site = {"coding": codings, "text": _site_text(content, target)}
     resource = copy.deepcopy(dict(judgement.draft.resource))
     if judgement.draft.kind == "Immunization":
         resource["site"] = site
@@ -178,6 +229,12 @@ def updated_draft(content: Content, judgement: Judgement, side: str) -> dict[str
     return resource
 
 
+def _target_name(content: Content, target: TargetSite) -> str:
+    if target.kind == "ventrogluteal":
+        return content.phrase("prevention-target-one", side=target.side)
+    return content.phrase(f"prevention-target-{target.kind}", side=target.side)
+
+
 def _suggestions(
     content: Content, judgement: Judgement, hook_instance: str, key: str
 ) -> list[dict[str, Any]]:
@@ -185,12 +242,11 @@ def _suggestions(
     if not draft.ref:
         return []  # a draft without an id cannot be updated
     out = []
-    for side in judgement.targets:
-        code, _ = _target_entry(content, side)
-        target = content.phrase("prevention-target-one", side=side)
+    for target in judgement.targets:
+        name = _target_name(content, target)
         suggestion: dict[str, Any] = {
-            "label": content.phrase("prevention-suggestion-label", target=target, code=code),
-            "uuid": make_uuid(hook_instance, f"prevention|{key}|{code}"),
+            "label": content.phrase("prevention-suggestion-label", target=name, code=target.code),
+            "uuid": make_uuid(hook_instance, f"prevention|{key}|{target.code}"),
         }
         if len(judgement.targets) == 1:
             suggestion["isRecommended"] = True
@@ -198,29 +254,46 @@ def _suggestions(
             {
                 "type": "update",
                 "description": content.phrase(
-                    "prevention-suggestion-description", ref=draft.ref, target=target, code=code
+                    "prevention-suggestion-description",
+                    ref=draft.ref,
+                    target=name,
+                    code=target.code,
                 ),
-                "resource": updated_draft(content, judgement, side),
+                "resource": updated_draft(content, judgement, target),
             }
         ]
         out.append(suggestion)
     return out
 
 
-def _target_sides(judgement: Judgement) -> tuple[str, ...]:
-    """Sides of the ventrogluteal site(s) the card recommends (the order's own when it is one)."""
-    if judgement.targets:
-        return judgement.targets
-    if judgement.case == "other" and judgement.site.side in ("left", "right"):
-        return (judgement.site.side,)
-    return ()
-
-
 def _target_words(content: Content, judgement: Judgement) -> str:
-    sides = _target_sides(judgement)
-    if len(sides) == 1:
-        return content.phrase("prevention-target-one", side=sides[0])
+    """The recommended site(s) in words: one site, "the deltoid (left or right)", or either."""
+    named = judgement.named
+    if len(named) == 1:
+        return _target_name(content, named[0])
+    kinds = list(dict.fromkeys(t.kind for t in named))
+    if len(kinds) == 1 and kinds[0] == "ventrogluteal":
+        return content.phrase("prevention-target-either")
+    if len(kinds) == 1:
+        return content.phrase(f"prevention-target-{kinds[0]}-either")
+    if judgement.draft.vaccine:
+        return content.phrase("prevention-target-vaccine-either")
     return content.phrase("prevention-target-either")
+
+
+def _codes(judgement: Judgement) -> str:
+    if judgement.named:
+        return " or ".join(t.code for t in judgement.named)
+    return "LD/RD or LVL/RVL" if judgement.draft.vaccine else "LVG/RVG"
+
+
+def _band(content: Content, judgement: Judgement) -> str:
+    t = content.thresholds
+    return content.phrase(
+        f"prevention-vaccine-band-{judgement.band or 'unknown'}",
+        months=t.vaccine_thigh_before,
+        years=t.vaccine_deltoid_from,
+    )
 
 
 def prevention_card(
@@ -237,16 +310,26 @@ def prevention_card(
     site_short = _site_short(content, judgement.site)
     target = _target_words(content, judgement)
     summary_name = _SUMMARY_TEMPLATE[judgement.case]
-    summary = content.text(
-        summary_name,
-        medication=_short(medication),
-        site=site_short,
-        target=target,
-        side=judgement.affected or "",
-        neuropathy=_leg(content, judgement.affected)
+    if judgement.case == "vaccine" and judgement.indicator == "info":
+        summary_name = "prevention-summary-vaccine-info"
+    neuropathy = (
+        _leg(content, judgement.affected)
         if judgement.case != "both"
-        else "; ".join(dict.fromkeys(_leg(content, n.side) for n in judgement.neuropathies)),
+        else "; ".join(dict.fromkeys(_leg(content, n.side) for n in judgement.neuropathies))
     )
+    limit = MEDICATION_MAX
+    while True:  # shorten the medication's name, never the advice, to stay under 140
+        summary = content.text(
+            summary_name,
+            medication=_short(medication, limit),
+            site=site_short,
+            target=target,
+            side=judgement.affected or "",
+            neuropathy=neuropathy,
+        )
+        if len(summary) < SUMMARY_LIMIT or limit <= MEDICATION_MIN:
+            break
+        limit -= 4
     lead = ""
     if judgement.case in _NEUROPATHY_TEMPLATE:
         findings = "; ".join(_finding(content, n) for n in judgement.neuropathies)
@@ -265,8 +348,15 @@ def prevention_card(
         route=draft.route,
         site=_site_detail(content, judgement.site),
     )
-    codes = " or ".join(_target_entry(content, side)[0] for side in _target_sides(judgement))
-    if judgement.case == "info":
+    codes = _codes(judgement)
+    if draft.vaccine:
+        recommendation = content.text(
+            "prevention-recommendation-vaccine",
+            target=target,
+            codes=codes,
+            band=_band(content, judgement),
+        )
+    elif judgement.case == "info":
         recommendation = content.text("prevention-recommendation", target=target, codes=codes)
     elif judgement.case == "both":
         recommendation = content.text("prevention-recommendation-no-gluteal")
@@ -278,10 +368,10 @@ def prevention_card(
         "prevention-detail",
         lead=lead,
         order=order,
-        why=_why(content, judgement.site),
+        why=_why(content, judgement),
         recommendation=recommendation,
         risks=_risks(content, risks),
-        evidence=content.text("prevention-evidence"),
+        evidence=_evidence(content, judgement),
     )
     return frame_card(
         content.prevention,
@@ -292,3 +382,10 @@ def prevention_card(
         suggestions=_suggestions(content, judgement, hook_instance, key),
         selection_behavior="at-most-one",
     )
+
+
+def _evidence(content: Content, judgement: Judgement) -> str:
+    evidence = content.text("prevention-evidence")
+    if judgement.draft.vaccine:
+        evidence = content.text("prevention-evidence-vaccine") + "\n" + evidence
+    return evidence

@@ -113,6 +113,10 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             },
             "anticoagulant_names": {"type": "array", "items": {"type": "string"}},
             "nsaid_names": {"type": "array", "items": {"type": "string"}},
+            "vaccine_names": {
+                "type": "object",
+                "additionalProperties": {"type": "array", "items": {"type": "string"}},
+            },
             "valuesets": {
                 "type": "object",
                 "additionalProperties": {
@@ -142,7 +146,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "required": ["value", "unit", "evidence"],
             "properties": {
                 "value": {"type": "number", "minimum": 0},
-                "unit": {"enum": ["hours", "days", "years", "grades", "kg/m2", "ratio"]},
+                "unit": {"enum": ["hours", "days", "months", "years", "grades", "kg/m2", "ratio"]},
                 "rule": {"type": "string"},
                 "description": {"type": "string"},
                 "evidence": {"type": "string", "minLength": 1},
