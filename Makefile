@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8080
 
-.PHONY: serve test test-unit lint format bench soak check-content clean
+.PHONY: serve test test-unit fuzz lint format bench soak check-content clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ test: $(VENV)/.test
 test-unit: | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
 	$(BIN)/python -m pytest -m "not integration"
+
+## Every field of every fixture mutated to every JSON type (minutes; `make test` runs a sample).
+fuzz: $(VENV)/.test
+	FOOTDROP_FUZZ=full $(BIN)/python -m pytest -q tests/test_fuzz_fixtures.py
 
 lint: $(VENV)/.test
 	$(BIN)/ruff check .

@@ -219,13 +219,17 @@ def updated_draft(content: Content, judgement: Judgement, target: TargetSite) ->
         code, display = target.snomed
         codings.append({"system": content.codes.uri("snomed"), "code": code, "display": display})
     site = {"coding": codings, "text": _site_text(content, target)}
-    resource = copy.deepcopy(dict(judgement.draft.resource))
+    # Copy only the path that changes (resource -> dosageInstruction -> the dosages): the rest of
+    # the draft is shared, read-only, so a draft nested hundreds of levels deep costs nothing and
+    # cannot exhaust the recursion limit the way a deep copy did.
+    resource = dict(judgement.draft.resource)
     if judgement.draft.kind == "Immunization":
         resource["site"] = site
     else:
-        dosages = resource["dosageInstruction"]
+        dosages = list(resource["dosageInstruction"])
         for index in judgement.positions:
-            dosages[index]["site"] = copy.deepcopy(site)
+            dosages[index] = {**dosages[index], "site": copy.deepcopy(site)}
+        resource["dosageInstruction"] = dosages
     return resource
 
 
