@@ -117,3 +117,21 @@ def test_no_mutation_of_a_fixture_is_a_server_error(fuzz_app, path: Path) -> Non
             if problems:
                 failures.append((where, replacement, problems[:1]))
     assert failures == []
+
+
+def test_a_deeply_nested_draft_order_gets_its_card(fuzz_app) -> None:
+    """An IM draft carrying extensions nested 600 containers deep still gets its card (no 500)."""
+    app, clock = fuzz_app
+    fixture = json.loads((FIXTURES / "order-sign" / "01-dorsogluteal-left-lg.json").read_text())
+    clock.set(fixture["evalTime"])
+    request = fixture["request"]
+    draft = request["context"]["draftOrders"]["entry"][0]["resource"]
+    draft["extension"] = "DEEP"
+    deep = '[{"url": "x", "valueString": "y", "extension": ' * 300 + "[]" + "}]" * 300
+    raw = json.dumps(request).replace('"DEEP"', deep)
+    response = app.test_client().post(
+        "/cds-services/im-injection-site-sign", data=raw, content_type="application/json"
+    )
+    assert response.status_code == 200
+    (card,) = response.get_json()["cards"]
+    assert card["suggestions"][0]["actions"][0]["resource"]["id"] == draft["id"]
