@@ -143,6 +143,7 @@ def create_app(
             ),
             SqlReplayGuard(make_engine(settings.database_url, durable=False)),
         )
+        runtime.verifier.start()  # fetch the JWK Sets now, in the background
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
