@@ -122,7 +122,7 @@ def test_hostile_jwks_costs_known_kids_nothing_and_unknown_kids_a_bounded_wait(
 
     known = [timed_verify(verifier, mint.sign(key)) for key in (ec_key, rsa_key) * 10]
     assert all(reason is None for _, reason in known)
-    assert max(took for took, _ in known) < 1.0
+    assert max(took for took, _ in known) < 2.0
     took, reason = timed_verify(verifier, mint.sign(ec_key, kid="another-random"))
     assert reason is not None and took < REQUEST_BOUND
     assert status(verifier).failures == 0  # the hostile fetch is still in flight
@@ -181,7 +181,7 @@ def test_last_good_keys_keep_verifying_while_the_jwks_is_down(
     assert poll(lambda: status(verifier).failures >= 2)
     token = mint.sign(ec_key)
     took, reason = timed_verify(verifier, token)
-    assert reason is None and took < 1.0
+    assert reason is None and took < 2.0
     warnings = [r.getMessage() for r in jwks_log if r.levelno == logging.WARNING]
     assert len(warnings) >= 2 and all("http 500" in w for w in warnings)
     assert not any(token in w or first in w for w in warnings)
