@@ -1,6 +1,6 @@
 """Fixtures for the caller-authentication tests: real keys, real JWK Sets served over loopback
-HTTP (pytest-httpserver; PyJWKClient fetches with urllib, so nothing is mocked), token minting
-and SQLite-backed replay guards.
+HTTP (pytest-httpserver; the verifier's refresher threads fetch them with requests, so nothing is
+mocked), token minting and SQLite-backed replay guards; ``hostile_jwks.py`` serves hostile ones.
 
 The verifier under test runs on a fixed clock (``NOW``); tokens are minted relative to it.
 """
