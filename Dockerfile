@@ -27,6 +27,7 @@ USER cds
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=3s --start-period=10s --retries=3 \
   CMD python -c "import os,urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT','8080'), timeout=2)" || exit 1
-# Production needs CDS_PUBLIC_URL, CDS_JWT_ISSUERS (and usually CDS_DATABASE_URL for PostgreSQL).
+# Production needs CDS_PUBLIC_URL, CDS_JWT_ISSUERS, CDS_CORS_ORIGINS (and usually CDS_DATABASE_URL
+# for PostgreSQL).
 # `cds-service serve` runs gunicorn with python:cds_service.gunicorn_conf (one-line start-up errors).
 CMD ["cds-service", "serve"]

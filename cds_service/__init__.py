@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from flask import Flask
 from flask_cors import CORS
 
-from cds_service.config import Settings
+from cds_service.config import Settings, SettingsError
 from cds_service.errors import StartupError
 
 if TYPE_CHECKING:
@@ -120,6 +120,9 @@ def create_app(
     from cds_service.web.runtime import Runtime
 
     settings = settings or Settings.from_env()
+    refused = settings.production_problems()  # also for Settings built without from_env
+    if refused:
+        raise SettingsError("; ".join(refused))
     configure_logging(settings.log_level)
     content, services = load_content_and_services(settings.content_dir)
     handlers = build_handlers(content, settings)
@@ -156,6 +159,7 @@ def create_app(
             ),
             open_replay_guard(settings.replay_url),
         )
+        runtime.verifier.start()  # fetch the JWK Sets now, in the background
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes

@@ -88,7 +88,12 @@ class Settings:
             problems.append("CDS_ALLOW_INSECURE_FHIR=on: FHIR servers over plain http are accepted")
         if self.database_url.startswith("sqlite"):
             problems.append("CDS_DATABASE_URL is SQLite: fine for one host, not for a cluster")
-        if self.public_url is None:
+        if self.public_url is None and self.auth:
+            problems.append(
+                "CDS_AUTH=on without CDS_PUBLIC_URL: the JWT audience is taken from the request's "
+                "Host header (refused in production)"
+            )
+        elif self.public_url is None:
             problems.append("CDS_PUBLIC_URL unset: JWT audience is taken from the request's Host")
         return problems
 
@@ -102,7 +107,15 @@ class Settings:
         if self.allow_insecure_fhir:
             refused.append("CDS_ALLOW_INSECURE_FHIR must be off in production")
         if self.public_url is None or not self.public_url.startswith("https://"):
-            refused.append("CDS_PUBLIC_URL must be an https URL in production")
+            refused.append(
+                "CDS_PUBLIC_URL must be an https URL in production "
+                "(the JWT audience never comes from the Host header)"
+            )
+        if "*" in self.cors_origins:
+            refused.append(
+                "CDS_CORS_ORIGINS must list the allowed browser origins in production "
+                "(unset means *, any origin)"
+            )
         return refused
 
     @classmethod

@@ -45,12 +45,39 @@ def test_production_defaults_turn_auth_on_and_refuse_plain_http_fhir():
         ({"CDS_PUBLIC_URL": "http://cds.example.org"}, "https URL"),
         ({"CDS_ALLOW_INSECURE_FHIR": "on"}, "CDS_ALLOW_INSECURE_FHIR"),
         ({"CDS_JWT_ISSUERS": ""}, "CDS_JWT_ISSUERS"),
+        ({"CDS_PUBLIC_URL": ""}, "never comes from the Host header"),
+        ({"CDS_CORS_ORIGINS": ""}, "CDS_CORS_ORIGINS must list"),
+        ({"CDS_CORS_ORIGINS": "*"}, "CDS_CORS_ORIGINS must list"),
+        ({"CDS_CORS_ORIGINS": "https://ehr.example, *"}, "CDS_CORS_ORIGINS must list"),
     ],
 )
 def test_insecure_production_settings_fail_fast(change, message):
-    """Production refuses to start with a setting that would accept forged calls or leak data."""
+    """Production refuses to start with a setting that would accept forged calls or leak data:
+    among them auth without a public URL (the audience would come from the Host header) and
+    CORS left open to every origin."""
     with pytest.raises(SettingsError, match=message):
         Settings.from_env({**PRODUCTION, **change})
+
+
+def test_production_settings_built_directly_are_refused_by_the_app_factory(settings):
+    """Settings that skip from_env (built in code) are still refused by create_app."""
+    from cds_service import create_app
+    from tests.conftest import with_settings
+
+    insecure = with_settings(settings, environment="production", auth=True, public_url=None)
+    with pytest.raises(SettingsError, match=r"CDS_PUBLIC_URL.*CDS_CORS_ORIGINS"):
+        create_app(insecure)
+
+
+@pytest.mark.parametrize("environment", ["development", "test"])
+def test_auth_without_public_url_outside_production_is_logged_as_insecure(environment):
+    """Outside production, auth without CDS_PUBLIC_URL starts but is named as insecure."""
+    issuers = json.dumps({"https://ehr.example": "https://ehr.example/jwks.json"})
+    settings = Settings.from_env(
+        {"CDS_ENVIRONMENT": environment, "CDS_AUTH": "on", "CDS_JWT_ISSUERS": issuers}
+    )
+    assert settings.auth and settings.public_url is None
+    assert any("Host header" in problem for problem in settings.insecure_settings())
 
 
 @pytest.mark.parametrize(

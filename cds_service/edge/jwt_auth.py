@@ -15,11 +15,13 @@ header
     no caller-chosen URL is ever fetched.
 key
     The unverified token is read only to pick the issuer (``iss``) and the key (``kid``).  ``iss``
-    must be a configured issuer; the key is the ``kid`` entry of *that* issuer's JWK Set, fetched
-    by one long-lived :class:`jwt.PyJWKClient` per issuer (JWK Set cached, bounded timeout, an
-    unknown ``kid`` triggers at most one refetch per cooldown -- which is how rotated keys are
-    picked up).  The key type must fit ``alg`` (and the JWK's own ``alg``, if it declares one);
-    RSA keys shorter than 2048 bits are refused.
+    must be a configured issuer; the key is the ``kid`` entry of *that* issuer's JWK Set, kept by
+    one :class:`~cds_service.edge.jwks.IssuerKeys` per issuer: refreshed in the background with a
+    hard deadline and a size limit, the last good set serving (up to ``jwks_max_stale_seconds``)
+    while the issuer is unreachable, an unknown ``kid`` triggering at most one refetch per
+    cooldown -- which is how rotated keys are picked up -- and no request waiting on the network
+    for more than ``jwks_wait_seconds``.  The key type must fit ``alg`` (and the JWK's own
+    ``alg``, if it declares one); RSA keys shorter than 2048 bits are refused.
 claims
     ``aud`` equals the endpoint URL (or is an array containing it); ``exp``, ``iat`` and ``jti``
     are present; ``exp`` has not passed and ``iat`` is not in the future (both with
@@ -51,6 +53,7 @@ from jwt.algorithms import get_default_algorithms
 if TYPE_CHECKING:
     from jwt.algorithms import AllowedPublicKeys
 
+from .jwks import IssuerKeys, KeySetStatus, KeysUnavailable, RefreshPolicy
 from .replay_guard import MAX_ISSUER_LENGTH, MAX_JTI_LENGTH, ReplayGuard
 
 __all__ = [
@@ -129,15 +132,23 @@ class JwtPolicy:
     algorithms: tuple[str, ...] = ("ES384", "RS384")
     leeway_seconds: int = 30
     max_lifetime_seconds: int = 3600
+    #: Hard deadline of one JWKS fetch: connect, TLS, headers and body together.
     jwks_timeout_seconds: float = 2.0
     allow_insecure_jwks: bool = False
     #: Refuse tokens without a ``typ`` header (the spec's REQUIRED); off by default, see module doc.
     require_typ: bool = False
-    #: How long a fetched JWK Set is reused before it is fetched again.
+    #: Interval of the background refresh of each issuer's JWK Set (after a success).
     jwks_cache_seconds: float = 300.0
-    #: Minimum time between refetches forced by an unknown ``kid`` (limits what random kids can
-    #: make us fetch; also the longest a freshly rotated key can be refused).
-    jwks_refresh_cooldown_seconds: float = 30.0
+    #: Minimum time between two fetches of one issuer's JWKS when an unknown ``kid`` (or a failed
+    #: refresh) asks for an early one: what random kids can make us fetch, and the longest a key
+    #: published just after such a fetch can be refused.
+    jwks_refresh_cooldown_seconds: float = 10.0
+    #: How long the last good JWK Set keeps serving while the issuer's JWKS cannot be fetched.
+    jwks_max_stale_seconds: float = 86400.0
+    #: Largest JWKS body accepted (a larger one is a failed refresh).
+    jwks_max_bytes: int = 256 * 1024
+    #: Longest a request waits for a refresh its unknown ``kid`` triggered (or one in flight).
+    jwks_wait_seconds: float = 1.0
 
     def __post_init__(self) -> None:
         issuers = dict(self.issuers)
@@ -172,13 +183,19 @@ class JwtPolicy:
         _check_number(
             "jwks_refresh_cooldown_seconds", self.jwks_refresh_cooldown_seconds, minimum=0
         )
+        _check_number("jwks_max_stale_seconds", self.jwks_max_stale_seconds, minimum=0, strict=True)
+        _check_number("jwks_wait_seconds", self.jwks_wait_seconds, minimum=0)
+        if isinstance(self.jwks_max_bytes, bool) or not isinstance(self.jwks_max_bytes, int):
+            raise ValueError("JwtPolicy.jwks_max_bytes must be a whole number of bytes")
+        _check_number("jwks_max_bytes", self.jwks_max_bytes, minimum=1024)
 
 
 class JwtVerifier:
     """Verifies ``Authorization`` headers against a :class:`JwtPolicy`.
 
-    Create one per process and keep it: it owns one :class:`jwt.PyJWKClient` (and so one JWK Set
-    cache) per trusted issuer.  Thread-safe as long as the replay guard is.
+    Create one per process and keep it: it owns one :class:`~cds_service.edge.jwks.IssuerKeys`
+    (a JWK Set and its background refresher thread) per trusted issuer; :meth:`close` stops them.
+    Thread-safe as long as the replay guard is.
     """
 
     def __init__(
@@ -190,21 +207,31 @@ class JwtVerifier:
         self._policy = policy
         self._replay_guard = replay_guard
         self._clock = clock
-        self._jwks_clients: dict[str, tuple[str, jwt.PyJWKClient]] = {
-            iss: (
-                url,
-                jwt.PyJWKClient(
-                    url,
-                    cache_keys=False,  # the JWK Set cache below expires; the per-kid LRU would not
-                    cache_jwk_set=True,
-                    lifespan=policy.jwks_cache_seconds,
-                    timeout=policy.jwks_timeout_seconds,
-                    cooldown_duration=policy.jwks_refresh_cooldown_seconds,
-                    headers={"Accept": "application/json", "User-Agent": "footdrop-cds"},
-                ),
-            )
-            for iss, url in policy.issuers.items()
+        refresh = RefreshPolicy(
+            deadline_seconds=policy.jwks_timeout_seconds,
+            refresh_seconds=policy.jwks_cache_seconds,
+            cooldown_seconds=policy.jwks_refresh_cooldown_seconds,
+            max_stale_seconds=policy.jwks_max_stale_seconds,
+            max_bytes=policy.jwks_max_bytes,
+            wait_seconds=policy.jwks_wait_seconds,
+        )
+        self._issuer_keys: dict[str, IssuerKeys] = {
+            iss: IssuerKeys(iss, url, refresh) for iss, url in policy.issuers.items()
         }
+
+    def start(self) -> None:
+        """Begin fetching every issuer's JWK Set now (otherwise on each issuer's first token)."""
+        for keys in self._issuer_keys.values():
+            keys.start()
+
+    def close(self) -> None:
+        """Stop the refresher threads (a fetch in flight is aborted); idempotent."""
+        for keys in self._issuer_keys.values():
+            keys.close()
+
+    def key_set_status(self) -> dict[str, KeySetStatus]:
+        """Each trusted issuer's key set: kids, age, fetches, failures (no secrets)."""
+        return {iss: keys.status() for iss, keys in self._issuer_keys.items()}
 
     @property
     def policy(self) -> JwtPolicy:
@@ -247,27 +274,21 @@ class JwtVerifier:
             raise AuthenticationError("kid header missing or invalid")
 
         iss = unverified.get("iss")
-        if not isinstance(iss, str) or iss not in self._jwks_clients:
+        if not isinstance(iss, str) or iss not in self._issuer_keys:
             raise AuthenticationError(f"untrusted iss {_q(iss)} (kid={_q(kid)})")
-        jwks_url, jwks_client = self._jwks_clients[iss]
+        issuer_keys = self._issuer_keys[iss]
         where = f"iss={_q(iss)} kid={_q(kid)}"
 
-        if "jku" in header and header["jku"] != jwks_url:
+        if "jku" in header and header["jku"] != issuer_keys.url:
             raise AuthenticationError(
                 f"jku is not the JWKS URL configured for the issuer ({where})"
             )
 
-        # --- key from the issuer's trusted JWK Set ---------------------------------------------
+        # --- key from the issuer's trusted JWK Set (never waits long on the network) -----------
         try:
-            jwk = jwks_client.get_signing_key(kid)
-        except jwt.PyJWKClientConnectionError:
-            raise AuthenticationError(f"JWKS of the issuer unreachable ({where})") from None
-        except jwt.PyJWKClientError:
-            raise AuthenticationError(f"kid unknown or JWKS unusable ({where})") from None
-        except (jwt.PyJWTError, OSError, ValueError, RecursionError) as exc:
-            # Malformed JWK Set (no usable keys, not JSON, ...) or a transport error urllib
-            # raised past PyJWKClient's own handling.
-            raise AuthenticationError(f"JWKS unusable ({type(exc).__name__}; {where})") from None
+            jwk = issuer_keys.signing_key(kid)
+        except KeysUnavailable as unavailable:
+            raise AuthenticationError(f"{unavailable.reason} ({where})") from None
 
         declared_alg = _declared_alg(jwk)
         if declared_alg is not None and declared_alg != alg:

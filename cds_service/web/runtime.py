@@ -27,10 +27,12 @@ class Runtime:
     verifier: JwtVerifier | None = None
 
     def close(self) -> None:
-        """Release pooled database connections and the FHIR client's threads and sockets."""
+        """Release pooled database connections, the FHIR client's threads and sockets, and the
+        JWKS refresher threads."""
         self.store.dispose()
         self.runner.close()
         if self.verifier is not None:
+            self.verifier.close()
             self.verifier.replay_guard.dispose()
 
     def public_base_url(self, host_url: str) -> str:

@@ -1,6 +1,6 @@
 """Fixtures for the caller-authentication tests: real keys, real JWK Sets served over loopback
-HTTP (pytest-httpserver; PyJWKClient fetches with urllib, so nothing is mocked), token minting
-and SQLite-backed replay guards.
+HTTP (pytest-httpserver; the verifier's refresher threads fetch them with requests, so nothing is
+mocked), token minting and SQLite-backed replay guards; ``hostile_jwks.py`` serves hostile ones.
 
 The verifier under test runs on a fixed clock (``NOW``); tokens are minted relative to it.
 """
@@ -269,18 +269,24 @@ def replay_guard(sqlite_engines: Callable[[], sa.Engine]) -> SqlReplayGuard:
 @pytest.fixture
 def make_verifier(
     trusted_jwks: JwksEndpoint, replay_guard: SqlReplayGuard
-) -> Callable[..., JwtVerifier]:
+) -> Iterator[Callable[..., JwtVerifier]]:
     """``make_verifier(**policy_fields)``: a verifier trusting ``ISSUER`` -> ``trusted_jwks``.
 
-    Keyword ``guard=`` swaps the replay guard; ``issuers=`` replaces the trusted mapping.
+    Keyword ``guard=`` swaps the replay guard; ``issuers=`` replaces the trusted mapping.  Every
+    verifier made is closed (its JWKS refresher threads stopped) when the test ends.
     """
+    made: list[JwtVerifier] = []
 
     def make(*, guard: SqlReplayGuard | None = None, **policy_fields: Any) -> JwtVerifier:
         policy_fields.setdefault("issuers", {ISSUER: trusted_jwks.url})
         policy = JwtPolicy(**policy_fields)
-        return JwtVerifier(policy, guard or replay_guard, clock=lambda: NOW)
+        verifier = JwtVerifier(policy, guard or replay_guard, clock=lambda: NOW)
+        made.append(verifier)
+        return verifier
 
-    return make
+    yield make
+    for verifier in made:
+        verifier.close()
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import pytest
 import requests
 
 from cds_service import create_app
+from cds_service.edge.jwt_auth import JwtPolicy, JwtVerifier
 from tests.conftest import FOOTDROP, LiveServer, dispose, patient_view_request, with_settings
 
 from .conftest import ISSUER, TokenMinter
@@ -166,3 +167,49 @@ def test_replay_store_down_is_503_not_500(secured, ec_key, monkeypatch):
     response = post_hook(secured, minter().sign(ec_key))
     assert response.status_code == 503
     assert response.get_json()["error"] == "authentication unavailable"
+
+
+def _refreshers():
+    import threading
+
+    return {t for t in threading.enumerate() if t.name.startswith("jwks-refresh")}
+
+
+def test_black_holed_jwks_does_not_delay_hook_calls(settings, clock, ec_key, rsa_key):
+    """Over the app: while the issuer's JWKS is black-holed and a refresh hangs on it, hook
+    calls with a known kid are answered promptly and an unknown kid gets 401 within a bounded
+    wait; closing the app stops the refresher thread."""
+    from .hostile_jwks import HostileJwks
+
+    before = _refreshers()
+    with HostileJwks() as jwks:
+        jwks.keys = [ec_key.public_jwk(), rsa_key.public_jwk()]
+        app = create_app(
+            with_settings(settings, auth=True, jwt_issuers={ISSUER: jwks.url}, public_url=PUBLIC),
+            clock=clock,
+        )
+        runtime = app.extensions["cds_runtime"]
+        # The app's verifier, but with no cooldown, so that the next unknown kid hits the attack.
+        runtime.verifier.close()
+        runtime.verifier = JwtVerifier(
+            JwtPolicy(issuers={ISSUER: jwks.url}, jwks_refresh_cooldown_seconds=0),
+            runtime.verifier.replay_guard,
+        )
+        try:
+            assert post_hook(app, minter().sign(ec_key)).status_code == 200
+            jwks.mode = "blackhole"
+            started = time.monotonic()
+            assert post_hook(app, minter().sign(ec_key, kid="unknown")).status_code == 401
+            assert time.monotonic() - started < 3
+            deadline = time.monotonic() + 20
+            while jwks.requests < 2 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert jwks.requests == 2  # the refresh now hangs on the black hole
+            for key in (ec_key, rsa_key) * 3:
+                started = time.monotonic()
+                assert post_hook(app, minter().sign(key)).status_code == 200
+                assert time.monotonic() - started < 2
+            assert _refreshers() - before
+        finally:
+            dispose(app)
+        assert not (_refreshers() - before)

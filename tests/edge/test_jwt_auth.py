@@ -530,7 +530,7 @@ def test_jwks_server_down_is_an_authentication_error(
 def test_jwks_timeout_is_an_authentication_error(
     make_verifier: MakeVerifier, silent_server: str, mint: TokenMinter, ec_key: SigningKey
 ) -> None:
-    """A JWKS server that never answers fails the call after ``jwks_timeout_seconds``."""
+    """With no key set yet, a JWKS server that never answers fails the call promptly."""
     verifier = make_verifier(issuers={ISSUER: silent_server}, jwks_timeout_seconds=0.2)
     started = time.monotonic()
     assert "unreachable" in refuse_token(verifier, mint.sign(ec_key))
@@ -855,6 +855,11 @@ def test_policy_requires_at_least_one_issuer() -> None:
         {"jwks_timeout_seconds": float("inf")},
         {"jwks_cache_seconds": 0},
         {"jwks_refresh_cooldown_seconds": -5},
+        {"jwks_max_stale_seconds": 0},
+        {"jwks_wait_seconds": -1},
+        {"jwks_max_bytes": 10},
+        {"jwks_max_bytes": 300_000.5},
+        {"jwks_max_bytes": True},
     ],
     ids=repr,
 )
@@ -881,6 +886,15 @@ def test_policy_defaults_follow_the_spec() -> None:
     assert (policy.leeway_seconds, policy.max_lifetime_seconds) == (30, 3600)
     assert policy.jwks_timeout_seconds == 2.0
     assert (policy.allow_insecure_jwks, policy.require_typ) == (False, False)
+
+
+def test_policy_jwks_defaults_bound_refresh_staleness_size_and_waiting() -> None:
+    """Defaults: refresh every 5 min, unknown-kid refetch at most every 10 s, last good keys
+    serve for 24 h, JWKS at most 256 KiB, a request waits at most 1 s for a refresh."""
+    policy = JwtPolicy(issuers={ISSUER: "https://ehr.example.org/jwks"})
+    assert (policy.jwks_cache_seconds, policy.jwks_refresh_cooldown_seconds) == (300.0, 10.0)
+    assert policy.jwks_max_stale_seconds == 24 * 3600
+    assert (policy.jwks_max_bytes, policy.jwks_wait_seconds) == (256 * 1024, 1.0)
 
 
 # --- log hygiene -------------------------------------------------------------------------------
