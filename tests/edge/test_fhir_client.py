@@ -505,7 +505,9 @@ def test_plain_http_to_a_remote_host_is_refused(make_client):
 
 def test_plain_http_allowed_by_policy(server, make_client):
     """allow_insecure lets http:// through (for closed test networks); loopback always may."""
-    server.expect_request("/fhir/Patient/1").respond_with_json({"resourceType": "Patient", "id": "1"})
+    server.expect_request("/fhir/Patient/1").respond_with_json(
+        {"resourceType": "Patient", "id": "1"}
+    )
     client = make_client(allow_insecure=True)
     result = client.fetch(base(server), TOKEN, {"p": "Patient/1"})
     assert result.resources == {"p": [{"resourceType": "Patient", "id": "1"}]}
