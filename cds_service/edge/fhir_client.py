@@ -230,8 +230,8 @@ def parse_url_strictly(url: object) -> Target | None:
     if host != (other.hostname or ""):
         return None
     default = _DEFAULT_PORTS[scheme]
-    port = parsed.port or default
-    if port != (other_port or default) or not 0 < port < 65536:
+    port = default if parsed.port is None else parsed.port
+    if port != (default if other_port is None else other_port) or not 0 < port < 65536:
         return None
     return Target(scheme, host, port, parsed.request_uri or "/", parsed.path or "/")
 
