@@ -586,3 +586,72 @@ def test_deeply_nested_json_is_not_json(server, make_client):
     )
     result = make_client().fetch(base(server), TOKEN, {"c": "Condition?patient=1"})
     assert result.failures == {"c": "not json"}
+
+
+# --- TLS: the checked address is connected to, the certificate is checked for the name --------
+
+
+@pytest.fixture
+def tls_server(tmp_path) -> Iterator[tuple[HTTPServer, str]]:
+    """An https FHIR server on loopback with a self-signed certificate for ``localhost``."""
+    import datetime
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path = tmp_path / "cert.pem"
+    key_path = tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_path, key_path)
+    server = HTTPServer(host="127.0.0.1", ssl_context=context)
+    server.start()
+    try:
+        yield server, str(cert_path)
+    finally:
+        server.clear()
+        server.stop()
+
+
+def test_https_checks_the_certificate_for_the_name(tls_server, make_client):
+    """https to a name: connects to the checked address, verifies the certificate for the name,
+    sends the token; an untrusted certificate is 'tls error' and nothing is sent."""
+    import ssl
+
+    server, ca = tls_server
+    server.expect_request("/fhir/Condition").respond_with_json(bundle(condition("c1")))
+    url = f"https://localhost:{server.port}/fhir"
+    untrusted = make_client().fetch(url, TOKEN, {"c": "Condition?patient=1"})
+    assert untrusted.failures == {"c": "tls error"}
+    assert server.log == []
+    client = make_client()
+    client._tls = ssl.create_default_context(cafile=ca)
+    result = client.fetch(url, TOKEN, {"c": "Condition?patient=1"})
+    assert result.resources == {"c": [condition("c1")]}
+    (request, _), *_ = server.log
+    assert request.headers["Authorization"] == f"Bearer {TOKEN}"
