@@ -77,8 +77,18 @@ def serve(handler: Any) -> tuple[str, threading.Event]:
     return f"http://127.0.0.1:{listener.getsockname()[1]}/fhir", stop
 
 
-def memory(megabytes: float = 32) -> dict[str, Any]:
-    entry = b'{"resource":{"resourceType":"Condition","id":"x"}},'
+SHAPES = [
+    b'{"resource":{"resourceType":"Condition","id":"x"}},',  # 0: kept resources
+    b'{"resource":{"resourceType":"A"}},',  # 1: the most kept objects per byte
+    b"{},",  # 2: the most transient objects per byte (nothing kept)
+]
+
+
+def memory(
+    megabytes: float = 32, keys: float = 7, calls: float = 1, shape: float = 0
+) -> dict[str, Any]:
+    """``calls`` concurrent hook calls of ``keys`` keys, every answer a ``megabytes`` Bundle."""
+    entry = SHAPES[int(shape)]
     count = int(megabytes * 1024 * 1024) // len(entry) - 10
     body = b'{"resourceType":"Bundle","entry":[' + entry * count + b'{"resource":{}}]}'
 
@@ -87,21 +97,29 @@ def memory(megabytes: float = 32) -> dict[str, Any]:
             conn.recv(65536)
             head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n\r\n".encode()
             with contextlib.suppress(OSError):
-                conn.sendall(head + body)
+                conn.sendall(head)
+                conn.sendall(body)  # no copy: the server shares one body between connections
 
     url, stop = serve(handler)
     before = status("VmHWM")
     fhir = client()
+    queries = dict(list(KEYS.items())[: int(keys)])
+    kept: list[Any] = []  # hold every answer, as hook calls evaluating at the same time would
     started = time.monotonic()
-    result = fhir.fetch(url, "token", KEYS)
+    with ThreadPoolExecutor(int(calls)) as hooks:
+        kept = list(hooks.map(lambda _: fhir.fetch(url, "token", queries), range(int(calls))))
     elapsed = time.monotonic() - started
     time.sleep(15)  # let workers that outlive the call finish what they hold
     stop.set()
     return {
         "scenario": "memory",
         "body_mb": round(len(body) / 2**20, 1),
-        "call_seconds": round(elapsed, 2),
-        "failures": sorted(set(result.failures.values())),
+        "shape": entry.decode(),
+        "keys": int(keys),
+        "calls": int(calls),
+        "keys_ok": sum(len(r.resources) for r in kept),
+        "seconds": round(elapsed, 2),
+        "failures": sorted({v for r in kept for v in r.failures.values()}),
         "peak_rss_mb_before": before,
         "peak_rss_mb": status("VmHWM"),
         "rss_mb_after": status("VmRSS"),

@@ -56,7 +56,7 @@ class Settings:
     fhir_origins: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     fhir_allowed_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     fhir_max_per_origin: int = 16
-    fhir_max_bytes_per_hook: int = 20 * 1024 * 1024
+    fhir_max_bytes_per_hook: int = 10 * 1024 * 1024
     log_level: str = "INFO"
 
     @property
@@ -135,7 +135,7 @@ class Settings:
             ),
             fhir_max_per_origin=read.integer("CDS_FHIR_MAX_PER_ORIGIN", 16, 1, 512),
             fhir_max_bytes_per_hook=read.integer(
-                "CDS_FHIR_MAX_BYTES_PER_HOOK", 20 * 1024 * 1024, 1024, 1 << 30
+                "CDS_FHIR_MAX_BYTES_PER_HOOK", 10 * 1024 * 1024, 1024, 1 << 30
             ),
             log_level=read.choice(
                 "CDS_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"), upper=True

@@ -104,6 +104,11 @@ _USER_AGENT = "footdrop-cds"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _REG_NAME = re.compile(r"[a-z0-9._-]+")
 MIB = 1024 * 1024
+# Bodies this large are parsed one at a time per process: json.loads holds the GIL anyway (no
+# throughput is lost), and its transient memory (up to ~30x the body for adversarial JSON) is
+# then paid once per process, not once per concurrent hook call.
+LARGE_BODY_BYTES = 1 * MIB
+_LARGE_PARSE = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -115,8 +120,8 @@ class FetchPolicy:
     max_pages: int = 5  # Bundle next-link cap per query
     max_workers: int = 8
     allow_insecure: bool = False  # http:// allowed only on loopback unless True
-    max_body_bytes: int = 20 * MIB  # per response
-    max_bytes_per_call: int = 20 * MIB  # all responses of one hook call together
+    max_body_bytes: int = 10 * MIB  # per response
+    max_bytes_per_call: int = 10 * MIB  # all responses of one hook call together
     max_per_origin: int = 16  # queries in flight per FHIR origin, process-wide
     # Networks allowed although not global (loopback, private, link-local, ...), as CIDRs.
     allowed_networks: tuple[str, ...] = ()
@@ -578,7 +583,15 @@ class FhirClient:
             if location is None:
                 if status != 200:
                     raise FetchError(key, f"http {status}")
-                return status, _parse_json(key, body)
+                if len(body) <= LARGE_BODY_BYTES:
+                    return status, _parse_json(key, body)
+                if not _LARGE_PARSE.acquire(timeout=call.remaining(key)):
+                    raise FetchError(key, "deadline")
+                try:
+                    call.remaining(key)
+                    return status, _parse_json(key, body)
+                finally:
+                    _LARGE_PARSE.release()
             url = _same_origin(call, key, url, location, "foreign redirect")
             if url in visited:
                 raise FetchError(key, "redirect loop")
