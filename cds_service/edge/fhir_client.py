@@ -120,7 +120,7 @@ class FetchPolicy:
     max_pages: int = 5  # Bundle next-link cap per query
     max_workers: int = 8
     allow_insecure: bool = False  # http:// allowed only on loopback unless True
-    max_body_bytes: int = 10 * MIB  # per response
+    max_body_bytes: int = 4 * MIB  # per response (a page of _count=200 is far smaller)
     max_bytes_per_call: int = 10 * MIB  # all responses of one hook call together
     max_per_origin: int = 16  # queries in flight per FHIR origin, process-wide
     # Networks allowed although not global (loopback, private, link-local, ...), as CIDRs.
@@ -533,10 +533,8 @@ class FhirClient:
             found: list[dict[str, Any]] = []
             seen = {url}
             while True:
-                status, body = self._get_json(call, key, url)
+                status, next_url = self._get_page(call, key, url, expected, found)
                 pages += 1
-                next_url = _collect(key, expected, body, found)
-                del body
                 if next_url is None:
                     break
                 next_url = _same_origin(call, key, url, next_url, "foreign next link")
@@ -575,8 +573,16 @@ class FhirClient:
             )
         return outcome
 
-    def _get_json(self, call: _Call, key: str, url: str) -> tuple[int, Any]:
-        """GET ``url`` following same-origin redirects by hand; the parsed 200 body."""
+    def _get_page(
+        self,
+        call: _Call,
+        key: str,
+        url: str,
+        expected: tuple[str, str] | None,
+        found: list[dict[str, Any]],
+    ) -> tuple[int, str | None]:
+        """GET ``url`` following same-origin redirects by hand; add the 200 body's resources to
+        ``found``; the status and the next-page link."""
         visited = {url}
         for _ in range(MAX_REDIRECTS + 1):
             status, location, body = self._get(call, key, url)
@@ -584,12 +590,12 @@ class FhirClient:
                 if status != 200:
                     raise FetchError(key, f"http {status}")
                 if len(body) <= LARGE_BODY_BYTES:
-                    return status, _parse_json(key, body)
+                    return status, _collect(key, expected, _parse_json(key, body), found)
                 if not _LARGE_PARSE.acquire(timeout=call.remaining(key)):
                     raise FetchError(key, "deadline")
-                try:
+                try:  # the parsed document is dropped before the next large parse starts
                     call.remaining(key)
-                    return status, _parse_json(key, body)
+                    return status, _collect(key, expected, _parse_json(key, body), found)
                 finally:
                     _LARGE_PARSE.release()
             url = _same_origin(call, key, url, location, "foreign redirect")
