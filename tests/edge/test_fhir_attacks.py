@@ -55,7 +55,7 @@ class Dribbler:
     """A TCP server answering every request one byte every ``interval`` seconds, for ever.
 
     ``mode`` "headers" dribbles the status line and headers; "body" sends the headers at once
-    (a 10 MB Content-Length) and dribbles the body. It records when each connection was opened
+    (a 1 MB Content-Length) and dribbles the body. It records when each connection was opened
     and when the client gave it up (closed or reset); ``stop()`` ends everything.
     """
 
@@ -102,7 +102,7 @@ class Dribbler:
                     self.tokens_seen += 1
             if self.mode == "body":
                 head = b"HTTP/1.1 200 OK\r\nContent-Type: application/fhir+json\r\n"
-                conn.sendall(head + b"Content-Length: 10000000\r\n\r\n")
+                conn.sendall(head + b"Content-Length: 1000000\r\n\r\n")
                 payload = b'{"resourceType": "Bundle", "entry": [' + b" " * 10_000_000
             else:
                 payload = b"HTTP/1.1 200 OK\r\nX-Dribble: " + b"a" * 10_000_000
