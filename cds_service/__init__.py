@@ -137,6 +137,12 @@ def create_app(
             max_pages=settings.fhir_max_pages,
             max_workers=settings.fhir_max_workers,
             allow_insecure=settings.allow_insecure_fhir,
+            max_body_bytes=min(4 * 1024 * 1024, settings.fhir_max_bytes_per_hook),
+            max_bytes_per_call=settings.fhir_max_bytes_per_hook,
+            max_per_origin=settings.fhir_max_per_origin,
+            allowed_networks=settings.fhir_allowed_networks,
+            # With auth on, each verified issuer may only name its own FHIR servers.
+            issuer_origins=settings.fhir_origins if settings.auth else None,
         )
     )
     runner = HookRunner(handlers, fetcher, fill_template)

@@ -7,6 +7,7 @@ that would be insecure fail fast at start-up instead of being discovered in an i
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import json
 import os
 from collections.abc import Mapping
@@ -56,6 +57,11 @@ class Settings:
     fhir_max_pages: int = 5
     fhir_max_workers: int = 64
     allow_insecure_fhir: bool = False
+    # FHIR fetch limits and allow-lists (issue 11: see the README's "Security model").
+    fhir_origins: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    fhir_allowed_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    fhir_max_per_origin: int = 16
+    fhir_max_bytes_per_hook: int = 10 * 1024 * 1024
     log_level: str = "INFO"
 
     @property
@@ -155,6 +161,14 @@ class Settings:
             fhir_max_pages=read.integer("CDS_FHIR_MAX_PAGES", 5, 1, 100),
             fhir_max_workers=read.integer("CDS_FHIR_MAX_WORKERS", 64, 1, 512),
             allow_insecure_fhir=read.flag("CDS_ALLOW_INSECURE_FHIR", not production),
+            fhir_origins=read.fhir_origins("CDS_FHIR_ORIGINS"),
+            fhir_allowed_networks=read.networks(
+                "CDS_FHIR_ALLOWED_NETWORKS", () if production else ("127.0.0.0/8", "::1/128")
+            ),
+            fhir_max_per_origin=read.integer("CDS_FHIR_MAX_PER_ORIGIN", 16, 1, 512),
+            fhir_max_bytes_per_hook=read.integer(
+                "CDS_FHIR_MAX_BYTES_PER_HOOK", 10 * 1024 * 1024, 1024, 1 << 30
+            ),
             log_level=read.choice(
                 "CDS_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"), upper=True
             ),
@@ -294,6 +308,45 @@ class _Reader:
             self.problems.append(f"{name} must map each issuer to its JWKS URL (http(s))")
             return {}
         return value
+
+    def fhir_origins(self, name: str) -> dict[str, tuple[str, ...]]:
+        """``{iss: [FHIR base URL, ...]}``: where each trusted issuer may send us (no query)."""
+        raw = self._raw(name)
+        if raw is None:
+            return {}
+        from cds_service.edge.fhir_client import parse_base_url
+
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = None
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, list) and all(isinstance(u, str) for u in v)
+            for k, v in value.items()
+        ):
+            self.problems.append(f"{name} must be a JSON object {{iss: [FHIR base URL, ...]}}")
+            return {}
+        bad = sorted({u for v in value.values() for u in v if parse_base_url(u) is None})
+        if bad:
+            self.problems.append(f"{name}: not a FHIR base URL (http(s), no query): {bad[0]!r}")
+            return {}
+        return {k: tuple(v) for k, v in value.items()}
+
+    def networks(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        """Comma-separated CIDRs (``10.20.0.0/16``); ``none`` for none."""
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        if raw.lower() == "none":
+            return ()
+        parts = tuple(part.strip() for part in raw.split(",") if part.strip())
+        for part in parts:
+            try:
+                ipaddress.ip_network(part, strict=False)
+            except ValueError:
+                self.problems.append(f"{name}: {part!r} is not an IP network (CIDR)")
+                return default
+        return parts
 
 
 def database_url_problem(url: str, name: str = "CDS_DATABASE_URL") -> str | None:

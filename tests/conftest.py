@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 from collections.abc import Iterator
@@ -180,6 +181,31 @@ def empty_fhir_server() -> Iterator[str]:
     yield server.url_for("/fhir")
     server.clear()
     server.stop()
+
+
+class _Causes(logging.Handler):
+    """Collects the precise 412 causes the hook runner logs (never sent to the client)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.causes: list[dict[str, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        failures = getattr(record, "fetch_failures", None)
+        if isinstance(failures, dict):
+            self.causes.append(failures)
+
+
+@pytest.fixture
+def fetch_causes() -> Iterator[list[dict[str, str]]]:
+    """Each 412's ``{key: precise cause}``, read from the log as an operator would."""
+    handler = _Causes()
+    logger = logging.getLogger("cds_service.hooks")
+    logger.addHandler(handler)
+    try:
+        yield handler.causes
+    finally:
+        logger.removeHandler(handler)
 
 
 def load_json(path: Path) -> Any:

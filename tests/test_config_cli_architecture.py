@@ -38,6 +38,27 @@ def test_production_defaults_turn_auth_on_and_refuse_plain_http_fhir():
     assert settings.jwt_issuers == {"https://ehr.example": "https://ehr.example/jwks.json"}
 
 
+def test_fhir_allow_lists_are_read():
+    """Per-issuer FHIR base URLs and allowed networks; production allows no private network."""
+    settings = Settings.from_env(
+        {
+            **PRODUCTION,
+            "CDS_FHIR_ORIGINS": json.dumps(
+                {"https://ehr.example": ["https://fhir.ehr.example/r4"]}
+            ),
+            "CDS_FHIR_ALLOWED_NETWORKS": "10.20.0.0/16, fd00::/8",
+            "CDS_FHIR_MAX_PER_ORIGIN": "8",
+            "CDS_FHIR_MAX_BYTES_PER_HOOK": "1048576",
+        }
+    )
+    assert settings.fhir_origins == {"https://ehr.example": ("https://fhir.ehr.example/r4",)}
+    assert settings.fhir_allowed_networks == ("10.20.0.0/16", "fd00::/8")
+    assert (settings.fhir_max_per_origin, settings.fhir_max_bytes_per_hook) == (8, 1048576)
+    assert Settings.from_env(PRODUCTION).fhir_allowed_networks == ()
+    assert Settings.from_env({}).fhir_allowed_networks == ("127.0.0.0/8", "::1/128")
+    assert Settings.from_env({"CDS_FHIR_ALLOWED_NETWORKS": "none"}).fhir_allowed_networks == ()
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -93,6 +114,12 @@ def test_auth_without_public_url_outside_production_is_logged_as_insecure(enviro
         ({"CDS_TYPO": "1"}, "unknown setting"),
         ({"CDS_ENVIRONMENT": "staging"}, "CDS_ENVIRONMENT"),
         ({"CDS_AUTH": "on"}, "CDS_JWT_ISSUERS"),
+        ({"CDS_FHIR_ORIGINS": '{"https://ehr": "https://fhir"}'}, "CDS_FHIR_ORIGINS"),
+        ({"CDS_FHIR_ORIGINS": '{"https://ehr": ["https://fhir/r4?x=1"]}'}, "base URL"),
+        ({"CDS_FHIR_ORIGINS": '{"https://ehr": ["https://u@fhir/"]}'}, "base URL"),
+        ({"CDS_FHIR_ALLOWED_NETWORKS": "10.0.0.0/33"}, "CDS_FHIR_ALLOWED_NETWORKS"),
+        ({"CDS_FHIR_MAX_PER_ORIGIN": "0"}, "between"),
+        ({"CDS_FHIR_MAX_BYTES_PER_HOOK": "lots"}, "whole number"),
     ],
 )
 def test_malformed_settings_are_named(env, message):

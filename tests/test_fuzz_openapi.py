@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-import requests_mock
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
@@ -28,6 +27,7 @@ from schemathesis.specs.openapi.checks import (
 
 from cds_service import create_app
 from cds_service.config import DEFAULT_CONTENT_DIR, Settings
+from cds_service.edge.fhir_client import FetchResult
 from tests.conftest import PREFETCH_KEYS, FrozenClock, dispose
 
 CONFORMANCE = [
@@ -64,6 +64,16 @@ PLAN = [
 ]
 
 
+class _EmptyFhir:
+    """Stands in for the FHIR client: every query gets an empty Bundle, nothing leaves."""
+
+    def fetch(self, fhir_server, access_token, queries, *, issuer=None) -> FetchResult:
+        return FetchResult({key: [] for key in queries}, {}, 0)
+
+    def close(self) -> None:
+        pass
+
+
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[schemathesis.BaseSchema]:
     """The OpenAPI document of a fresh app (auth off, its own SQLite file), loaded over WSGI."""
@@ -78,6 +88,9 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[schemathesis.BaseS
         ),
         clock=FrozenClock(),
     )
+    runner = app.extensions["cds_runtime"].runner
+    runner.close()  # the real FHIR client: generated fhirServer URLs could name any host
+    runner._fetcher = _EmptyFhir()
     try:
         yield schemathesis.openapi.from_wsgi("/openapi.json", app)
     finally:
@@ -85,15 +98,9 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[schemathesis.BaseS
 
 
 @pytest.fixture(scope="module")
-def no_network() -> Iterator[requests_mock.Mocker]:
-    """Every FHIR request the app makes gets an empty Bundle; nothing leaves the process."""
-    with requests_mock.Mocker() as mock:
-        mock.get(
-            requests_mock.ANY,
-            json={"resourceType": "Bundle", "type": "searchset", "entry": []},
-            headers={"Content-Type": "application/fhir+json"},
-        )
-        yield mock
+def no_network(api) -> Iterator[None]:
+    """Generated fhirServer URLs are never contacted (``api`` swaps the FHIR client out)."""
+    yield
 
 
 @pytest.mark.parametrize(

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import copy
 import json
+import re
+import socket
+from collections.abc import Iterator
 
 import pytest
 import requests
-import requests_mock as requests_mock_module
+from pytest_httpserver import HTTPServer
 
 from cds_service import create_app
 from tests.conftest import (
@@ -19,6 +22,21 @@ from tests.conftest import (
     patient_view_request,
     with_settings,
 )
+
+
+@pytest.fixture
+def empty_fhir_server_log() -> Iterator[tuple[str, list]]:
+    """A loopback FHIR server answering empty Bundles: its base URL and its request log."""
+    server = HTTPServer(host="127.0.0.1")
+    server.expect_request(re.compile(".*"), method="GET").respond_with_json(
+        empty_bundle(), content_type="application/fhir+json"
+    )
+    server.start()
+    try:
+        yield server.url_for("/fhir"), server.log
+    finally:
+        server.clear()
+        server.stop()
 
 
 def test_discovery_lists_the_patient_view_service_with_its_prefetch(client):
@@ -43,32 +61,30 @@ def test_discovery_answers_over_real_http(live_server):
     assert any(s["id"] == FOOTDROP for s in response.json()["services"])
 
 
-def test_spec_example_request_gets_no_cards(client):
+def test_spec_example_request_gets_no_cards(client, empty_fhir_server_log):
     """The spec's patient-view example answers 200 {"cards": []} once its FHIR server answers."""
-    with requests_mock_module.Mocker() as mocker:
-        mocker.get(
-            requests_mock_module.ANY,
-            json=empty_bundle(),
-            headers={"Content-Type": "application/fhir+json"},
-        )
-        response = client.post(f"/cds-services/{FOOTDROP}", json=SPEC_EXAMPLE_REQUEST)
-        sent = [r for r in mocker.request_history]
+    url, log = empty_fhir_server_log
+    request = {**SPEC_EXAMPLE_REQUEST, "fhirServer": url}
+    response = client.post(f"/cds-services/{FOOTDROP}", json=request)
     assert response.status_code == 200
     assert response.get_json() == {"cards": []}
-    assert sent, "the missing prefetch keys are fetched from the FHIR server"
-    assert all(r.headers["Authorization"] == "Bearer some-opaque-fhir-access-token" for r in sent)
-    assert all(r.url.startswith("http://hooks.smarthealthit.org:9080/") for r in sent)
+    assert log, "the missing prefetch keys are fetched from the FHIR server"
+    assert all(r.headers["Authorization"] == "Bearer some-opaque-fhir-access-token" for r, _ in log)
+    assert all(r.path.startswith("/fhir/") for r, _ in log)
 
 
-def test_spec_example_without_reachable_fhir_server_is_412(client):
+def test_spec_example_without_reachable_fhir_server_is_412(client, fetch_causes):
     """Without the required prefetch and with an unreachable FHIR server the answer is 412."""
-    with requests_mock_module.Mocker() as mocker:
-        mocker.get(requests_mock_module.ANY, exc=requests.ConnectionError)
-        response = client.post(f"/cds-services/{FOOTDROP}", json=SPEC_EXAMPLE_REQUEST)
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    request = {**SPEC_EXAMPLE_REQUEST, "fhirServer": f"http://127.0.0.1:{port}/fhir"}
+    response = client.post(f"/cds-services/{FOOTDROP}", json=request)
     assert response.status_code == 412
     body = response.get_json()
     assert body["error"] == "required FHIR data unavailable"
-    assert any(detail.startswith("conditions:") for detail in body["details"])
+    assert "conditions: unavailable" in body["details"]
+    assert fetch_causes[-1]["conditions"] == "connection error"
 
 
 def test_full_prefetch_goes_through_the_whole_path_over_http(live_server):
@@ -90,7 +106,7 @@ def test_null_prefetch_means_known_empty_and_is_not_fetched(client):
     assert response.get_json() == {"cards": []}
 
 
-def test_missing_required_prefetch_without_fhir_server_is_412_naming_the_keys(client):
+def test_missing_required_prefetch_without_fhir_server_is_412_naming_the_keys(client, fetch_causes):
     """Prefetch lacking required keys and no fhirServer gives 412 listing what is missing."""
     request = patient_view_request()
     del request["prefetch"]["conditions"]
@@ -98,10 +114,11 @@ def test_missing_required_prefetch_without_fhir_server_is_412_naming_the_keys(cl
     response = client.post(f"/cds-services/{FOOTDROP}", json=request)
     assert response.status_code == 412
     details = response.get_json()["details"]
-    assert details == [
-        "conditions: not prefetched and no fhirServer given",
-        "deviceRequests: not prefetched and no fhirServer given",
-    ]
+    assert details == ["conditions: unavailable", "deviceRequests: unavailable"]
+    assert fetch_causes[-1] == {
+        "conditions": "not prefetched and no fhirServer given",
+        "deviceRequests": "not prefetched and no fhirServer given",
+    }
 
 
 def test_missing_optional_prefetch_still_answers(client):
@@ -113,7 +130,7 @@ def test_missing_optional_prefetch_still_answers(client):
     assert response.status_code == 200
 
 
-def test_operation_outcome_prefetch_without_server_is_412(client):
+def test_operation_outcome_prefetch_without_server_is_412(client, fetch_causes):
     """An OperationOutcome for a required key means the client failed: 412 if unfetchable."""
     request = patient_view_request()
     request["prefetch"]["conditions"] = {
@@ -122,9 +139,10 @@ def test_operation_outcome_prefetch_without_server_is_412(client):
     }
     response = client.post(f"/cds-services/{FOOTDROP}", json=request)
     assert response.status_code == 412
-    assert response.get_json()["details"] == [
-        "conditions: client sent an OperationOutcome and no fhirServer given"
-    ]
+    assert response.get_json()["details"] == ["conditions: unavailable"]
+    assert fetch_causes[-1] == {
+        "conditions": "client sent an OperationOutcome and no fhirServer given"
+    }
 
 
 def _post(client, body, content_type="application/json", path=f"/cds-services/{FOOTDROP}"):

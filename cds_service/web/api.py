@@ -41,7 +41,7 @@ def _authenticate() -> None:
         return
     audience = rt.public_base_url(request.host_url) + request.path
     try:
-        rt.verifier.verify(request.headers.get("Authorization"), audience)
+        claims = rt.verifier.verify(request.headers.get("Authorization"), audience)
     except AuthenticationError as error:
         log.warning(
             "authentication failed",
@@ -61,6 +61,7 @@ def _authenticate() -> None:
             extra={"event": "auth", "error_class": type(error).__name__, "status": 503},
         )
         raise ApiError(503, "authentication unavailable", ["retry later"]) from None
+    g.issuer = claims.iss  # the verified issuer: whose FHIR servers this call may name
 
 
 @bp.get("/cds-services")
@@ -86,7 +87,7 @@ def call_service(service_id: str) -> Response:
     hook_request = HookRequest.from_json(document)
     g.hook_instance = hook_request.hook_instance
     g.service_id = spec.id
-    outcome = rt.runner.run(spec, hook_request, rt.clock())
+    outcome = rt.runner.run(spec, hook_request, rt.clock(), issuer=g.get("issuer"))
     g.counts = {
         "cards": outcome.cards,
         "resources": outcome.resources,

@@ -26,11 +26,17 @@ class Fetcher(Protocol):
     """What the runner needs from the FHIR client (edge): fetch filled queries by key."""
 
     def fetch(
-        self, fhir_server: str, access_token: str | None, queries: Mapping[str, str]
+        self,
+        fhir_server: str,
+        access_token: str | None,
+        queries: Mapping[str, str],
+        *,
+        issuer: str | None = None,
     ) -> Any: ...
 
     def close(self) -> None:
         """Release the connection pool and worker threads."""
+
 
 # A service handler: the request, every resource gathered (flattened), and the evaluation time.
 Handler = Callable[[HookRequest, Sequence[Mapping[str, Any]], datetime], Any]
@@ -66,7 +72,10 @@ class HookRunner:
         """Stop the FHIR client's threads and close its pooled connections."""
         self._fetcher.close()
 
-    def run(self, spec: ServiceSpec, request: HookRequest, now: datetime) -> HookOutcome:
+    def run(
+        self, spec: ServiceSpec, request: HookRequest, now: datetime, *, issuer: str | None = None
+    ) -> HookOutcome:
+        """Gather, then evaluate. ``issuer``: the verified ``iss`` (None with auth off)."""
         plan = plan_prefetch(request.prefetch, spec.prefetch_keys)
         gathered = dict(plan.resources)
         wanted = list(plan.to_fetch)
@@ -84,7 +93,9 @@ class HookRunner:
                         continue
                     queries[item.key] = with_page_size(filled, FETCH_PAGE_SIZE)
             if queries:
-                result = self._fetcher.fetch(request.fhir_server, request.access_token, queries)
+                result = self._fetcher.fetch(
+                    request.fhir_server, request.access_token, queries, issuer=issuer
+                )
                 for key, resources in result.resources.items():
                     gathered[key] = resources
                     failures.pop(key, None)
@@ -96,10 +107,21 @@ class HookRunner:
             key for key in spec.required_keys if key not in gathered and key in failures
         )
         if missing_required:
+            # The precise cause goes to the log only: in the answer it would be an oracle on the
+            # network behind fhirServer ("connection error", "http 404", "timeout", ...).
+            log.warning(
+                "required FHIR data unavailable",
+                extra={
+                    "event": "prefetch",
+                    "hook_instance": request.hook_instance,
+                    "status": 412,
+                    "fetch_failures": {key: failures[key] for key in missing_required},
+                },
+            )
             raise ApiError(
                 412,
                 "required FHIR data unavailable",
-                [f"{key}: {failures[key]}" for key in missing_required],
+                [f"{key}: unavailable" for key in missing_required],
             )
         resources = [resource for key in spec.prefetch_keys for resource in gathered.get(key, ())]
         evaluation = self._handlers[spec.id](request, resources, now)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -213,3 +214,58 @@ def test_black_holed_jwks_does_not_delay_hook_calls(settings, clock, ec_key, rsa
         finally:
             dispose(app)
         assert not (_refreshers() - before)
+# --- issue 11 item 7: the verified issuer may only name its own FHIR servers -----------------
+
+
+@pytest.fixture
+def fhir_base(httpserver_ipv4):
+    """A FHIR server on loopback answering empty Bundles to everything."""
+    httpserver_ipv4.expect_request(re.compile("/fhir/.*")).respond_with_json(
+        {"resourceType": "Bundle", "type": "searchset", "entry": []}
+    )
+    return httpserver_ipv4.url_for("/fhir")
+
+
+def fetching_request(fhir_server: str) -> dict:
+    request = patient_view_request()
+    del request["prefetch"]["conditions"]
+    request["fhirServer"] = fhir_server
+    request["fhirAuthorization"] = {"access_token": "fhir-token", "token_type": "Bearer"}
+    request["fhirAuthorization"].update(expires_in=300, scope="user/*.read", subject="cds")
+    return request
+
+
+@pytest.mark.parametrize("listed", [True, False])
+def test_fhir_server_must_be_on_the_issuers_allow_list(
+    settings, clock, trusted_jwks, ec_key, fhir_base, httpserver_ipv4, fetch_causes, listed
+):
+    """With auth on, a fhirServer outside CDS_FHIR_ORIGINS[iss] is never contacted: 412
+    'unavailable', and the log says 'origin not allowed'."""
+    elsewhere = "http://127.0.0.1:9/fhir"
+    app = create_app(
+        with_settings(
+            settings,
+            auth=True,
+            jwt_issuers={ISSUER: trusted_jwks.url},
+            public_url=PUBLIC,
+            fhir_origins={ISSUER: (fhir_base if listed else elsewhere,)},
+        ),
+        clock=clock,
+    )
+    try:
+        response = app.test_client().post(
+            f"/cds-services/{FOOTDROP}",
+            json=fetching_request(fhir_base),
+            headers={"Authorization": f"Bearer {minter().sign(ec_key)}"},
+        )
+    finally:
+        dispose(app)
+    fetched = [r for r, _ in httpserver_ipv4.log if r.path.startswith("/fhir/")]
+    if listed:
+        assert response.status_code == 200, response.get_json()
+        assert len(fetched) == 1
+    else:
+        assert response.status_code == 412
+        assert response.get_json()["details"] == ["conditions: unavailable"]
+        assert fetch_causes[-1] == {"conditions": "origin not allowed"}
+        assert fetched == []

@@ -59,7 +59,7 @@ def test_fixture_gives_the_same_cards_by_fetch_as_by_prefetch(
     assert by_fetch.json()["cards"] == by_prefetch.json()["cards"]
 
 
-def test_wrong_fhir_token_is_412(clean_fhir_server, module_live_server):
+def test_wrong_fhir_token_is_412(clean_fhir_server, module_live_server, fetch_causes):
     """A FHIR server that refuses the access token (401) leaves required data missing: 412."""
     fixture = load_fixture(PATIENT_VIEW_FIXTURES[0])
     request = {key: value for key, value in fixture["request"].items() if key != "prefetch"}
@@ -75,4 +75,5 @@ def test_wrong_fhir_token_is_412(clean_fhir_server, module_live_server):
         f"{module_live_server.url}/cds-services/{FOOTDROP}", json=request, timeout=10
     )
     assert response.status_code == 412
-    assert any("http 401" in detail for detail in response.json()["details"])
+    assert all(detail.endswith(": unavailable") for detail in response.json()["details"])
+    assert "http 401" in fetch_causes[-1].values()

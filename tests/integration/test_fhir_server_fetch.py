@@ -11,6 +11,8 @@ from cds_service.edge.fhir_client import FetchPolicy, FhirClient
 
 from .fhir_server import SekmetServer
 
+LOOPBACK = ("127.0.0.0/8", "::1/128")
+
 PATIENT = {"resourceType": "Patient", "id": "fd-1", "birthDate": "1980-04-02", "gender": "female"}
 FOOT_DROP = {
     "resourceType": "Condition",
@@ -58,7 +60,9 @@ def seeded(clean_fhir_server: SekmetServer) -> SekmetServer:
 
 @pytest.fixture
 def fhir_client() -> Iterator[FhirClient]:
-    with FhirClient(FetchPolicy(timeout_seconds=2.0, deadline_seconds=5.0)) as client:
+    with FhirClient(
+        FetchPolicy(timeout_seconds=2.0, deadline_seconds=5.0, allowed_networks=LOOPBACK)
+    ) as client:
         yield client
 
 
@@ -89,7 +93,11 @@ def test_follows_the_servers_next_links(seeded, fhir_client):
 
 def test_page_cap_against_the_server(seeded):
     """More pages than allowed fails the key rather than returning part of it."""
-    with FhirClient(FetchPolicy(timeout_seconds=2.0, deadline_seconds=5.0, max_pages=1)) as one:
+    with FhirClient(
+        FetchPolicy(
+            timeout_seconds=2.0, deadline_seconds=5.0, max_pages=1, allowed_networks=LOOPBACK
+        )
+    ) as one:
         result = one.fetch(seeded.base_url, seeded.token, {"c": "Condition?patient=fd-1&_count=1"})
     assert result.failures == {"c": "page cap"}
 
