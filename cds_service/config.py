@@ -49,6 +49,10 @@ class Settings:
     fhir_max_workers: int = 64
     allow_insecure_fhir: bool = False
     log_level: str = "INFO"
+    # clinical engine, revision 2 (clinical.md §4.3 R0a, §4.4 R1b)
+    site_timezone: str = "UTC"
+    mrc_code_system: str = ""
+    mrc_codes_file: Path | None = None
 
     @property
     def is_production(self) -> bool:
@@ -117,6 +121,9 @@ class Settings:
             fhir_max_workers=_int(env, "CDS_FHIR_MAX_WORKERS", 64, 1, 512),
             allow_insecure_fhir=_flag(env, "CDS_ALLOW_INSECURE_FHIR", environment != "production"),
             log_level=env.get("CDS_LOG_LEVEL", "INFO").upper(),
+            site_timezone=_timezone(env.get("CDS_SITE_TIMEZONE")),
+            mrc_code_system=_mrc_code_system(env.get("CDS_MRC_CODE_SYSTEM")),
+            mrc_codes_file=_mrc_codes_file(env.get("CDS_MRC_CODES_FILE")),
         )
         if settings.order_intent not in ("proposal", "order"):
             raise SettingsError("CDS_ORDER_INTENT must be proposal or order")
@@ -126,6 +133,39 @@ class Settings:
             raise SettingsError("CDS_AUTH=on needs CDS_JWT_ISSUERS (a JSON object iss -> JWKS URL)")
         settings.check_production()
         return settings
+
+
+def _timezone(raw: str | None) -> str:
+    """An IANA time zone name (R0a: dateTimes without an offset, "today"); default UTC."""
+    from cds_service.domain.localtime import site_zone
+
+    name = (raw or "").strip() or "UTC"
+    try:
+        site_zone(name)
+    except ValueError:
+        raise SettingsError(f"CDS_SITE_TIMEZONE must be an IANA time zone name: {raw!r}") from None
+    return name
+
+
+def _mrc_code_system(raw: str | None) -> str:
+    value = (raw or "").strip()
+    if value and not value.startswith(("http://", "https://", "urn:")):
+        raise SettingsError("CDS_MRC_CODE_SYSTEM must be a code system URI (http(s):// or urn:)")
+    return value
+
+
+def _mrc_codes_file(raw: str | None) -> Path | None:
+    """The site's MRC flowsheet mapping (R1b); checked here so a bad file stops the start-up."""
+    if raw is None or raw.strip() == "":
+        return None
+    from cds_service.edge.content import ContentError, load_mrc_codes
+
+    path = Path(raw.strip())
+    try:
+        load_mrc_codes(path)
+    except ContentError as exc:
+        raise SettingsError(f"CDS_MRC_CODES_FILE: {'; '.join(exc.problems)}") from None
+    return path
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:

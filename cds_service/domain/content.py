@@ -23,6 +23,7 @@ from cds_service.domain.codes import (
     CodeEntry,
     CodeIndex,
 )
+from cds_service.domain.mrc import MrcRow
 
 
 class ContentError(Exception):
@@ -387,6 +388,7 @@ class Content:
     footdrop: Framing
     anticoagulant_names: tuple[str, ...]
     prevention: Framing = field(default_factory=lambda: Framing(source={}))
+    mrc_rows: tuple[MrcRow, ...] = ()  # R1b: the site's MRC flowsheet codes (mrc_codes.yaml)
 
     def text(self, name: str, **values: object) -> str:
         """Render the Markdown template ``cards/templates/<name>.md``."""

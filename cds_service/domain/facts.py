@@ -8,14 +8,17 @@ malformed, is skipped and counted; nothing here raises.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from typing import ClassVar
 
 from cds_service.domain.codes import CodeIndex, Match, concept_side
 from cds_service.domain.content import CONDITION_VALUESETS, Content
 from cds_service.domain.fhirtime import parse_interval, period_interval
+from cds_service.domain.localtime import day_zone
+from cds_service.domain.mrc import MrcCodes, MrcRow, grade_rank, parse_grade
 
 PROCEDURE_SETS = frozenset(
     {
@@ -94,8 +97,18 @@ class InjectionFact:
 class GradeFact:
     ref: str
     time: datetime
-    grade: int
+    grade: int  # integer part: comparisons "<= 3" and "grades fallen" use it (R8a)
     side: str | None
+    movement: str = "ankle-dorsiflexion"  # R1b: the mapped movement
+    sub: str = ""  # R1b/R8a: "+", "-" or "" (4- < 4 < 4+ < 5)
+
+    @property
+    def rank(self) -> int:
+        return grade_rank(self.grade, self.sub)
+
+    @property
+    def text(self) -> str:
+        return f"{self.grade}{self.sub}/5"
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +169,8 @@ class Facts:
     conditions: list[ConditionFact] = field(default_factory=list)
     injections: list[InjectionFact] = field(default_factory=list)
     not_im: list[str] = field(default_factory=list)
-    grades: list[GradeFact] = field(default_factory=list)
+    grades: list[GradeFact] = field(default_factory=list)  # ankle dorsiflexion only
+    muscle_grades: list[GradeFact] = field(default_factory=list)  # R1b: every mapped movement
     findings: list[FindingFact] = field(default_factory=list)
     orders: list[OrderFact] = field(default_factory=list)
     appointments: list[AppointmentFact] = field(default_factory=list)
@@ -245,6 +259,21 @@ def _refs(items: object) -> frozenset[str]:
     return frozenset(out)
 
 
+_LEFT_WORDS = re.compile(r"\b(left|lt|l)\b")
+_RIGHT_WORDS = re.compile(r"\b(right|rt|r)\b")
+
+
+def side_from_text(text: str) -> str | None:
+    """left / right / bilateral from free text ("L ankle", "right lower limb"); None if neither."""
+    low = text.lower()
+    if "bilateral" in low or "both" in low.split():
+        return "bilateral"
+    left, right = bool(_LEFT_WORDS.search(low)), bool(_RIGHT_WORDS.search(low))
+    if left and right:
+        return "bilateral"
+    return "left" if left else "right" if right else None
+
+
 def other_patient(resource: Mapping[str, object], key: str, patient_id: str) -> bool:
     subject = resource.get(key)
     if not isinstance(subject, Mapping):
@@ -319,16 +348,33 @@ def names_anticoagulant(content: Content, text: str | None) -> bool:
 
 
 class _Extractor:
-    def __init__(self, content: Content, patient_id: str, now: datetime) -> None:
+    def __init__(
+        self,
+        content: Content,
+        patient_id: str,
+        now: datetime,
+        day_zone: tzinfo = UTC,
+        site_zone: tzinfo = UTC,
+        mrc: MrcCodes | None = None,
+    ) -> None:
+        self.day_zone = day_zone  # R0a: date-only values, in the injection's offset
+        self.site_zone = site_zone  # R0a: dateTimes written without an offset
         self.codes = content.codes
         self.content = content
         self.patient_id = patient_id
         self.now = now
         self.oldest = now - content.thresholds.lookback
         self.facts = Facts()
+        self.mrc = mrc or MrcCodes()
         self.seen: set[tuple[str, str]] = set()
         self.ma_im_procedures: set[str] = set()
         self.cpt_procedures: list[tuple[Mapping[str, object], str]] = []
+
+    def _iv(self, value: object) -> tuple[datetime, datetime] | None:
+        return parse_interval(value, self.day_zone, self.site_zone)
+
+    def _period(self, value: object) -> tuple[datetime | None, datetime | None] | None:
+        return period_interval(value, self.day_zone, self.site_zone)
 
     def add(self, resource: object) -> None:
         if not isinstance(resource, Mapping):
@@ -359,7 +405,7 @@ class _Extractor:
         rid = r.get("id")
         if isinstance(rid, str) and rid != self.patient_id:
             return
-        birth = parse_interval(r.get("birthDate"))
+        birth = self._iv(r.get("birthDate"))
         if birth is not None:
             self.facts.birth_date = birth[0]
 
@@ -394,12 +440,12 @@ class _Extractor:
         hi: datetime | None = None
         has_onset = False
         if "onsetDateTime" in r:
-            onset = parse_interval(r.get("onsetDateTime"))
+            onset = self._iv(r.get("onsetDateTime"))
             if onset is not None:
                 lo, hi = onset
                 has_onset = True
         elif "onsetPeriod" in r:
-            period = period_interval(r.get("onsetPeriod"))
+            period = self._period(r.get("onsetPeriod"))
             if period is not None:
                 start, end = period
                 if start is not None and end is None:
@@ -408,7 +454,7 @@ class _Extractor:
                     lo, hi = start, end
                 has_onset = hi is not None
         if hi is None:
-            recorded = parse_interval(r.get("recordedDate"))
+            recorded = self._iv(r.get("recordedDate"))
             lo = None
             hi = recorded[1] if recorded else None
             has_onset = False
@@ -447,6 +493,13 @@ class _Extractor:
     def observation(self, r: Mapping[str, object]) -> None:
         code = r.get("code")
         matches = self.codes.match_concept(code, OBSERVATION_SETS)
+        mrc_row = self.mrc.lookup(code) if not matches else None
+        if mrc_row is not None:
+            if other_patient(r, "subject", self.patient_id):
+                return
+            if r.get("status") in FINAL_OBSERVATION:
+                self._mrc_grade(r, mrc_row)
+            return
         if not matches or other_patient(r, "subject", self.patient_id):
             return
         if r.get("status") not in FINAL_OBSERVATION:
@@ -460,11 +513,7 @@ class _Extractor:
         side, _, _ = _side_of_sites(self.codes, r.get("bodySite"))
         sets = {m.entry.valueset for m in matches}
         if "mrc-dorsiflexion" in sets:
-            grade = r.get("valueInteger")
-            if isinstance(grade, bool) or not isinstance(grade, int) or not 0 <= grade <= 5:
-                raise MalformedError("MRC grade must be an integer 0-5")
-            if time >= self.oldest:
-                self.facts.grades.append(GradeFact(_ref(r), time, grade, side))
+            self._mrc_grade(r, MrcRow("", "", "ankle-dorsiflexion"))
             return
         if r.get("dataAbsentReason") is not None:
             return
@@ -486,6 +535,28 @@ class _Extractor:
         if present and time >= self.oldest:
             self.facts.findings.append(FindingFact(_ref(r), time, side))
 
+    def _mrc_grade(self, r: Mapping[str, object], row: MrcRow) -> None:
+        """R1b: an MRC grade; side from the mapped row, else bodySite, else bodySite/code text."""
+        time = self._observation_time(r)
+        if time is None:
+            raise MalformedError("observation without a time")
+        parsed = parse_grade(r)
+        if parsed is None:
+            if "valueInteger" in r or "valueQuantity" in r:
+                raise MalformedError("MRC grade must be 0-5")
+            return  # "weak", "normal": not a grade
+        side = row.side
+        if side is None:
+            side, _, site_text = _side_of_sites(self.codes, r.get("bodySite"))
+            if side is None:
+                side = side_from_text(site_text + " " + concept_text(r.get("code")).lower())
+        if time < self.oldest:
+            return
+        grade = GradeFact(_ref(r), time, parsed[0], side, row.movement, parsed[1])
+        self.facts.muscle_grades.append(grade)
+        if row.movement == "ankle-dorsiflexion":
+            self.facts.grades.append(grade)
+
     def _bmi(self, r: Mapping[str, object]) -> None:
         """A BMI in kg/m2 (prevention risk factor); an unreadable one is ignored, never fatal.
 
@@ -505,15 +576,14 @@ class _Extractor:
         if time is not None and self.oldest <= time <= self.now:
             self.facts.bmi.append(BmiFact(_ref(r), time, float(value)))
 
-    @staticmethod
-    def _observation_time(r: Mapping[str, object]) -> datetime | None:
+    def _observation_time(self, r: Mapping[str, object]) -> datetime | None:
         if "effectiveDateTime" in r:
-            value = parse_interval(r.get("effectiveDateTime"))
+            value = self._iv(r.get("effectiveDateTime"))
             return value[1] if value and value[0] != value[1] else (value[0] if value else None)
-        period = period_interval(r.get("effectivePeriod"))
+        period = self._period(r.get("effectivePeriod"))
         if period is not None:
             return period[1] or period[0]
-        issued = parse_interval(r.get("issued"))
+        issued = self._iv(r.get("issued"))
         return issued[0] if issued else None
 
     # Injections ---------------------------------------------------------------------------
@@ -572,9 +642,9 @@ class _Extractor:
         medication = r.get("medicationCodeableConcept")
         drug = concept_text(medication) or None
         if "effectiveDateTime" in r:
-            when = parse_interval(r.get("effectiveDateTime"))
+            when = self._iv(r.get("effectiveDateTime"))
         else:
-            period = period_interval(r.get("effectivePeriod"))
+            period = self._period(r.get("effectivePeriod"))
             when = (period[0], period[0]) if period and period[0] else None
         if drug and self.content.anticoagulant_names and when is not None:
             self._anticoagulant(r, drug, when[0])
@@ -607,7 +677,7 @@ class _Extractor:
         vaccine = concept_text(r.get("vaccineCode")) or None
         route = r.get("route")
         route_text = (route.get("text") if isinstance(route, Mapping) else None,)
-        when = parse_interval(r.get("occurrenceDateTime"))
+        when = self._iv(r.get("occurrenceDateTime"))
         self._injection(
             r,
             "Immunization",
@@ -629,9 +699,9 @@ class _Extractor:
             return
         sets = {m.entry.valueset for m in matches}
         if "performedDateTime" in r:
-            when = parse_interval(r.get("performedDateTime"))
+            when = self._iv(r.get("performedDateTime"))
         else:
-            period = period_interval(r.get("performedPeriod"))
+            period = self._period(r.get("performedPeriod"))
             when = (period[0], period[0]) if period and period[0] else None
         label = _label(code, matches)
         if "emg-study" in sets:
@@ -671,9 +741,9 @@ class _Extractor:
         for r, label in self.cpt_procedures:
             when = None
             if "performedDateTime" in r:
-                when = parse_interval(r.get("performedDateTime"))
+                when = self._iv(r.get("performedDateTime"))
             else:
-                period = period_interval(r.get("performedPeriod"))
+                period = self._period(r.get("performedPeriod"))
                 when = (period[0], period[0]) if period and period[0] else None
             route = None
             if _ref(r) in self.ma_im_procedures:
@@ -709,7 +779,7 @@ class _Extractor:
         if other_patient(r, "subject", self.patient_id):
             return
         sets = frozenset(m.entry.valueset for m in matches)
-        authored = parse_interval(r.get("authoredOn"))
+        authored = self._iv(r.get("authoredOn"))
         self.facts.orders.append(
             OrderFact(
                 ref=_ref(r),
@@ -729,19 +799,19 @@ class _Extractor:
         matches = self.codes.match_concept(code, SERVICE_REQUEST_SETS)
         if not matches or other_patient(r, "subject", self.patient_id):
             return
-        authored = parse_interval(r.get("authoredOn"))
+        authored = self._iv(r.get("authoredOn"))
         if "occurrenceDateTime" in r:
-            occ = parse_interval(r.get("occurrenceDateTime"))
+            occ = self._iv(r.get("occurrenceDateTime"))
             occurrence = occ[0] if occ else None
         else:
-            period = period_interval(r.get("occurrencePeriod"))
+            period = self._period(r.get("occurrencePeriod"))
             occurrence = period[0] if period else None
             if occurrence is None:
                 timing = r.get("occurrenceTiming")
                 if isinstance(timing, Mapping):
                     events = timing.get("event")
                     if isinstance(events, list) and events:
-                        occurrence = (parse_interval(events[0]) or (None,))[0]
+                        occurrence = (self._iv(events[0]) or (None,))[0]
         self.facts.orders.append(
             OrderFact(
                 ref=_ref(r),
@@ -766,7 +836,7 @@ class _Extractor:
         reasons = _refs(r.get("reasonReference"))
         if not follow and not reasons:
             return
-        start = parse_interval(r.get("start"))
+        start = self._iv(r.get("start"))
         self.facts.appointments.append(
             AppointmentFact(
                 ref=_ref(r),
@@ -792,10 +862,26 @@ class _Extractor:
 
 
 def extract_facts(
-    resources: Iterable[object], content: Content, patient_id: str, now: datetime
+    resources: Iterable[object],
+    content: Content,
+    patient_id: str,
+    now: datetime,
+    site_zone: tzinfo = UTC,
+    mrc: MrcCodes | None = None,
 ) -> Facts:
-    """Read every resource once; irrelevant ones cost a code look-up, malformed ones are counted."""
-    extractor = _Extractor(content, patient_id, now)
+    """Read every resource once; irrelevant ones cost a code look-up, malformed ones are counted.
+
+    Date-only values are read in the request's day zone (R0a, :func:`localtime.day_zone`).
+    """
+    resources = resources if isinstance(resources, list | tuple) else list(resources)
+    extractor = _Extractor(
+        content,
+        patient_id,
+        now,
+        day_zone(resources, site_zone),
+        site_zone,
+        mrc or MrcCodes(content.mrc_rows),
+    )
     for resource in resources:
         extractor.add(resource)
     extractor._finish_cpt()
@@ -809,6 +895,7 @@ def _in_canonical_order(facts: Facts) -> Facts:
         "injections",
         "not_im",
         "grades",
+        "muscle_grades",
         "findings",
         "orders",
         "appointments",
