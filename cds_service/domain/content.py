@@ -131,6 +131,17 @@ THRESHOLDS: dict[str, str] = {
     "bmi_adult_age": "age",
     "underweight_bmi": "bmi",
     "bmi_recent": "time",
+    # revision 2 (clinical.md §4.0): episodes, competing causes, recovery, de-duplication
+    "link_code_within": "time",
+    "fibular_head_recent": "time",
+    "bariatric_recent": "time",
+    "recovery_grade_after_anchor": "time",
+    "recovery_grade_max_age": "time",
+    "tendon_transfer_grade_after_anchor": "time",
+    "child_grading_unreliable_age": "age",
+    "afo_completed_recent": "time",
+    "pt_completed_recent": "time",
+    "draft_recent": "time",
 }
 
 #: Template file (without .md) -> placeholders it may use.
@@ -347,6 +358,17 @@ class Thresholds:
     underweight_bmi: float
     bmi_recent: timedelta
     vastus_lateralis_site: str = "none"
+    # revision 2 (clinical.md §4.0); defaults as in thresholds.yaml
+    link_code_within: timedelta = timedelta(days=2)
+    fibular_head_recent: timedelta = timedelta(days=90)
+    bariatric_recent: timedelta = timedelta(days=365)
+    recovery_grade_after_anchor: timedelta = timedelta(days=60)
+    recovery_grade_max_age: timedelta = timedelta(days=60)
+    tendon_transfer_grade_after_anchor: timedelta = timedelta(days=270)
+    child_grading_unreliable_age: int = 5
+    afo_completed_recent: timedelta = timedelta(days=365)
+    pt_completed_recent: timedelta = timedelta(days=84)
+    draft_recent: timedelta = timedelta(days=2)
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,11 @@ class ConditionFact:
     site_text: str  # bodySite displays/text and code text, lower case (haematoma site)
     has_site: bool
     evidence_refs: frozenset[str]
+    # R1a (episodes): when it stopped, when it was charted, the ICD-10-CM 7th character
+    abated_at: datetime | None = None  # abatement date (else recordedDate for string/age)
+    recorded: datetime | None = None
+    seventh: str | None = None  # "A" | "D" | "S" of the matched injury code, else None
+    has_time: bool = False  # onsetDateTime with a time (R4a: lo is an instant)
 
     def in_set(self, name: str) -> list[Match]:
         return [m for m in self.matches if m.entry.valueset == name]
@@ -469,6 +474,10 @@ class _Extractor:
         for item in _items(r.get("evidence")):
             if isinstance(item, Mapping):
                 evidence |= _refs(item.get("detail"))
+        recorded_iv = self._iv(r.get("recordedDate"))
+        recorded_at = recorded_iv[0] if recorded_iv else None
+        abated_at = self._abatement(r, recorded_at) if (abated or not current) else None
+        seventh = _seventh(matches)
         self.facts.conditions.append(
             ConditionFact(
                 ref=_ref(r),
@@ -486,8 +495,22 @@ class _Extractor:
                 site_text=site_text + " " + concept_text(code).lower(),
                 has_site=has_site,
                 evidence_refs=frozenset(evidence),
+                abated_at=abated_at,
+                recorded=recorded_at,
+                seventh=seventh,
+                has_time=has_onset and lo is not None and lo == hi,
             )
         )
+
+    def _abatement(self, r: Mapping[str, object], recorded: datetime | None) -> datetime | None:
+        """R1a: abatementDateTime, abatementPeriod.end, else (string, age ...) the recordedDate."""
+        when = self._iv(r.get("abatementDateTime"))
+        if when is not None:
+            return when[0]
+        period = self._period(r.get("abatementPeriod"))
+        if period is not None and (period[1] or period[0]) is not None:
+            return period[1] or period[0]
+        return recorded
 
     # Observation --------------------------------------------------------------------------
     def observation(self, r: Mapping[str, object]) -> None:
@@ -907,6 +930,17 @@ def _in_canonical_order(facts: Facts) -> Facts:
         items = getattr(facts, name)
         items.sort(key=lambda item: (str(getattr(item, "ref", "")), repr(item)))
     return facts
+
+
+def _seventh(matches: Sequence[Match]) -> str | None:
+    """The 7th character (A initial, D subsequent, S sequela) of a matched ICD-10-CM injury code."""
+    for m in matches:
+        if m.entry.system != "icd10cm":
+            continue
+        code = m.code.replace(".", "").upper()
+        if len(code) == 7 and code[0] in "ST" and code[-1] in "ADSBC":
+            return code[-1]
+    return None
 
 
 def _string(value: object) -> str | None:

@@ -14,6 +14,13 @@ from datetime import datetime, timedelta
 
 from cds_service.domain.codes import sides_compatible
 from cds_service.domain.content import COMPETING_VALUESETS, Thresholds
+from cds_service.domain.episodes import (
+    abatement_blocks,
+    blocked,
+    preexisting_sides,
+    starts_event,
+    tied_links,
+)
 from cds_service.domain.facts import (
     UNCERTAIN_VERIFICATION,
     ConditionFact,
@@ -77,32 +84,29 @@ def condition_triggers(facts: Facts, now: datetime) -> list[Trigger]:
     return out
 
 
-def _blocked_sides(facts: Facts) -> set[str]:
-    """Sides whose foot-drop Condition is refuted, entered-in-error, resolved or inactive."""
-    blocked: set[str] = set()
-    for c in facts.conditions:
-        if "footdrop-trigger" in c.valuesets and not c.current:
-            blocked |= _sides(c.side) if c.side else {"left", "right", "unknown"}
-    return blocked
-
-
 def observation_triggers(
     facts: Facts, conditions: Sequence[Trigger], injection: InjectionFact, t: Thresholds
 ) -> list[Trigger]:
-    """Observation triggers usable with this injection (R1), for sides without a Condition."""
-    blocked = _blocked_sides(facts)
+    """Observation triggers usable with this injection (R1), for sides without a Condition.
+
+    A resolved / inactive foot-drop Condition blocks Observations of its own side dated on or
+    before its abatement date only (R1a); refuted / entered-in-error ones block that side.
+    """
+    blocks = abatement_blocks(facts)
     covered: set[str] = set()
     for trig in conditions:
         covered |= _sides(trig.side)
 
-    def usable(side: str | None) -> bool:
+    def usable(side: str | None, when: datetime) -> bool:
+        if blocked(blocks, side, when):
+            return False
         if side is None:
-            return not conditions and "unknown" not in blocked and not blocked
-        return side not in covered and side not in blocked
+            return not conditions
+        return side not in covered
 
     out: list[Trigger] = []
     for f in facts.findings:
-        if usable(f.side):
+        if usable(f.side, f.time):
             out.append(
                 Trigger(f.ref, "finding", "Foot drop finding (Observation)", f.side, None, f.time)
             )
@@ -111,16 +115,14 @@ def observation_triggers(
         if g.side is not None:
             by_side.setdefault(g.side, []).append(g)
     for side, grades in by_side.items():
-        if not usable(side):
-            continue
         weak = sorted((g for g in grades if g.grade <= t.mrc_trigger_max), key=lambda g: g.time)
         if any(g.time < injection.time for g in weak):
             continue  # a weak grade before the injection: pre-existing
-        after = [g for g in weak if g.time >= injection.time]
+        after = [g for g in weak if g.time >= injection.time and usable(side, g.time)]
         if after:
             g = after[0]
             out.append(
-                Trigger(g.ref, "grade", f"MRC dorsiflexion grade {g.grade}/5", side, None, g.time)
+                Trigger(g.ref, "grade", f"MRC dorsiflexion grade {g.text}", side, None, g.time)
             )
     return out
 
@@ -386,16 +388,25 @@ def competing_causes(
     return out, named
 
 
-def _links(facts: Facts, trig: Trigger, inj: InjectionFact) -> list[str]:
-    out = []
-    day_start = inj.time.replace(hour=0, minute=0, second=0, microsecond=0)
-    for c in facts.conditions:
-        recent = c.onset_hi is None or c.onset_hi >= day_start
-        if "link-code" in c.valuesets and not c.refuted and recent:
-            out.append(c.label)
-    if trig.condition is not None and inj.ref and inj.ref in trig.condition.evidence_refs:
-        out.append(trig.label)
-    return out
+def _links(facts: Facts, trig: Trigger, inj: InjectionFact, t: Thresholds) -> list[str]:
+    """Link codes tied to this pair (R1a): by Reference, or within +-2 calendar days."""
+    evidence = trig.condition.evidence_refs if trig.condition is not None else frozenset()
+    onset = trig.lo if trig.lo is not None else trig.hi
+    return tied_links(facts, trig.ref, trig.label, onset, evidence, inj, t.link_code_within)
+
+
+def _pre_existing(facts: Facts, trig: Trigger, inj: InjectionFact) -> bool:
+    """R1a: the trigger belongs to a foot-drop event of its side that began before ``inj``."""
+    if not starts_event(trig.condition):
+        return True  # sequela / subsequent-encounter codes never start an attribution
+    old = preexisting_sides(facts, inj)
+    if not old:
+        return False
+    if trig.side == "bilateral":
+        return old >= {"left", "right"}
+    if trig.side is None:
+        return True  # an unlateralised trigger overlapping a lateral event belongs to it
+    return trig.side in old
 
 
 def _radiating(facts: Facts, trig: Trigger, inj: InjectionFact, t: Thresholds) -> list[str]:
@@ -432,6 +443,8 @@ def assess_pair(
     """R3 site, R4 window, R5 side and R6 competing causes for one pair; None = no attribution."""
     if trig.hi < inj.time:
         return None  # the foot drop began before the injection
+    if _pre_existing(facts, trig, inj):
+        return None  # R1a: the same event as a foot drop that pre-dates the injection
     caps: list[str] = []
     notes: list[str] = []
     # R3 site
@@ -447,7 +460,7 @@ def assess_pair(
     # R4 window
     delta = trig.hi - inj.time
     width = trig.onset_known_width
-    links = _links(facts, trig, inj)
+    links = _links(facts, trig, inj, t)
     radiating: list[str] = []
     anticoagulation: list[str] = []
     if width is not None and width <= t.onset_known_within:
