@@ -70,9 +70,9 @@ def preexisting_sides(facts: Facts, injection: InjectionFact) -> set[str]:
             continue  # resolved, date unknown: cannot say it was still present
         out |= sides
     for g in facts.grades:
-        if g.side in ("left", "right") and g.time < t and g.grade <= 3:
-            if not _recovered_before(facts, g, t):
-                out.add(g.side)
+        weak_before = g.side in ("left", "right") and g.time < t and g.grade <= 3
+        if weak_before and not _recovered_before(facts, g, t) and g.side is not None:
+            out.add(g.side)
     for f in facts.findings:
         if f.side in ("left", "right") and f.time < t:
             out.add(f.side)
