@@ -77,9 +77,14 @@ def tidy(markdown: str) -> str:
 
 
 def clip_summary(text: str) -> str:
-    """One line, cut with "…" to fit the CDS Hooks limit (< 140 characters)."""
+    """One line, cut at a word boundary with "…" to fit the CDS Hooks limit (< 140 characters)."""
     text = " ".join(text.split())
-    return text if len(text) <= SUMMARY_MAX else text[: SUMMARY_MAX - 1].rstrip() + "…"
+    if len(text) <= SUMMARY_MAX:
+        return text
+    head = text[: SUMMARY_MAX - 1]
+    if " " in head and text[SUMMARY_MAX - 1] != " ":
+        head = head.rsplit(" ", 1)[0]
+    return head.rstrip(" ,;:(") + "…"
 
 
 def _date(moment: datetime | None) -> str:
@@ -447,7 +452,10 @@ def attribution_card(
     if central:
         lead = content.text("lead-central", cause=cause[:1].upper() + cause[1:])
     elif a.lead == "emg":
-        lead = content.text("lead-emg", cause=cause[:1].upper() + cause[1:])
+        group = next(c.group for c in a.competing if not c.central)
+        lead = content.text(
+            "lead-emg", cause=cause[:1].upper() + cause[1:], why=content.phrase(f"lead-why-{group}")
+        )
     detail = content.text(
         "detail",
         lead=lead,

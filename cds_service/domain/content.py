@@ -17,6 +17,7 @@ from typing import Any
 
 from cds_service.domain.codes import (
     ICD10CM,
+    ICD10PCS,
     PROVISIONAL,
     SIDES,
     STATUSES,
@@ -41,6 +42,12 @@ class ContentError(Exception):
 #: Value sets naming a cause that competes with the injection (R6).
 COMPETING_VALUESETS = frozenset(
     {
+        # revision 2: R4a (indication, back pain, annulus defect), R6a (knee, fibular head)
+        "radicular-back-pain",
+        "radicular-annulus",
+        "competing-knee",
+        "fibular-head-risk",
+        "joint-aftercare",
         "competing-radicular",
         "competing-hip",
         "competing-stroke",
@@ -163,7 +170,7 @@ TEMPLATES: dict[str, frozenset[str]] = {
         "evidence-mrc": ("grade", "date", "severity"),
         "evidence-red-flag": ("flag", "condition", "onset"),
         "lead-central": ("cause",),
-        "lead-emg": ("cause",),
+        "lead-emg": ("cause", "why"),
         "plan-afo": (),
         "plan-pt": (),
         "plan-emg": ("not_before", "emg_days", "anchor"),
@@ -189,6 +196,8 @@ TEMPLATES: dict[str, frozenset[str]] = {
         "note-previous-stroke": ("condition",),
         "note-confirm-new": ("condition",),
         "note-same-event": ("condition",),
+        "note-back-pain-reason": ("condition",),
+        "note-joint-aftercare": ("condition",),
         "note-ankle-brace": ("device",),
         "note-baseline-study": ("date", "emg_days"),
         "note-poor-prognosis": (),
@@ -254,6 +263,18 @@ PHRASES: dict[str, frozenset[str]] = {
         "cause-mnd": (),
         "cause-ms": (),
         "cause-local-trauma": (),
+        "cause-indication": (),
+        "cause-knee": (),
+        "cause-fibular-head": (),
+        "lead-why-radicular": (),
+        "lead-why-indication": (),
+        "lead-why-hip": (),
+        "lead-why-knee": (),
+        "lead-why-fibular-head": (),
+        "lead-why-local-trauma": (),
+        "lead-why-gbs": (),
+        "lead-why-diabetic-mononeuropathy": (),
+        "lead-why-mnd": (),
         "class-immediate": ("hours",),
         "class-delayed": ("days",),
         "class-late": ("days",),
@@ -422,6 +443,7 @@ class Content:
 
 # --- building and validating ------------------------------------------------------------------
 
+_PCS_RE = re.compile(r"^[0-9A-HJ-NP-Z]{3,7}$")
 _ICD_RE = re.compile(r"^[A-Z][0-9][0-9A-Z](\.[0-9A-Z]{1,4})?$")
 
 
@@ -499,8 +521,11 @@ def _code_entries(
             if system == ICD10CM and not _ICD_RE.match(code.strip().upper()):
                 problems.append(f"{at}: {code!r} is not an ICD-10-CM code")
                 continue
-            if match == "prefix" and system != ICD10CM:
-                problems.append(f"{at}: prefix match is only for ICD-10-CM categories")
+            if match == "prefix" and system not in (ICD10CM, ICD10PCS):
+                problems.append(f"{at}: prefix match is only for ICD-10-CM/PCS categories")
+                continue
+            if system == ICD10PCS and not _PCS_RE.match(code.strip().upper()):
+                problems.append(f"{at}: {code!r} is not an ICD-10-PCS code or prefix")
                 continue
             if system == "snomed" and not code.isdigit():
                 problems.append(f"{at}: SNOMED CT id {code!r} must be digits")

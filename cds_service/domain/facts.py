@@ -26,6 +26,7 @@ PROCEDURE_SETS = frozenset(
         "procedure-injection-cpt",
         "procedure-subcutaneous",
         "competing-hip",
+        "competing-knee",
         "emg-study",
     }
 )
@@ -42,6 +43,11 @@ SERVICE_REQUEST_SETS = frozenset(
 )
 OBSERVATION_SETS = frozenset({"footdrop-finding", "mrc-dorsiflexion", "bmi"})
 DEVICE_SETS = frozenset({"afo-existing", "ankle-brace"})
+Reasons = tuple[tuple[str, str], ...]  # (value set, label) of coded reasons
+#: R4a: value sets a reasonCode of an injection (or of its MedicationRequest) is matched in.
+REASON_SETS = frozenset(
+    {"competing-radicular", "radicular-back-pain", "radicular-annulus", "radiating-pain"}
+)
 ROUTE_SETS = frozenset({"route-im", "route-non-im"})
 SITE_SETS = frozenset({"injection-site"})
 SIDE_SETS = frozenset({"body-laterality"})
@@ -96,6 +102,10 @@ class InjectionFact:
     site_label: str | None
     drug: str | None
     label: str
+    # R4a: the injection's own indication (reasonCode / reasonReference; its MedicationRequest)
+    reason_refs: frozenset[str] = frozenset()
+    reason_codes: tuple[tuple[str, str], ...] = ()  # (value set, label) of coded reasons
+    request_ref: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +174,7 @@ class HipProcedureFact:
     time: datetime
     side: str | None
     label: str
+    group: str = "hip"  # R6a: "hip" | "knee"
 
 
 @dataclass
@@ -182,6 +193,10 @@ class Facts:
     hip_procedures: list[HipProcedureFact] = field(default_factory=list)
     anticoagulant_times: list[tuple[datetime, str]] = field(default_factory=list)
     anticoagulant_orders: list[tuple[str, str]] = field(default_factory=list)  # (ref, drug)
+    #: R4a: MedicationRequest reference -> (reasonReference refs, coded reasons)
+    request_reasons: dict[str, tuple[frozenset[str], tuple[tuple[str, str], ...]]] = field(
+        default_factory=dict
+    )
     bmi: list[BmiFact] = field(default_factory=list)
     read: int = 0
     skipped: int = 0
@@ -642,6 +657,9 @@ class _Extractor:
         else:
             self.facts.not_im.append(_ref(r))
             return
+        reason_refs, reason_codes = self._reasons(r)
+        request = r.get("request")
+        request_ref = request.get("reference") if isinstance(request, Mapping) else None
         self.facts.injections.append(
             InjectionFact(
                 ref=_ref(r),
@@ -654,6 +672,9 @@ class _Extractor:
                 site_label=site_label,
                 drug=drug,
                 label=label,
+                reason_refs=reason_refs,
+                reason_codes=reason_codes,
+                request_ref=request_ref if isinstance(request_ref, str) else None,
             )
         )
 
@@ -735,10 +756,14 @@ class _Extractor:
                     )
                 )
             return
-        if "competing-hip" in sets:
+        if sets & {"competing-hip", "competing-knee"}:
             if status == "completed" and when is not None:
                 side, _, _ = _side_of_sites(self.codes, r.get("bodySite"))
-                self.facts.hip_procedures.append(HipProcedureFact(_ref(r), when[0], side, label))
+                side = side or concept_side(matches)  # R6a: ICD-10-PCS 4th character
+                group = "hip" if "competing-hip" in sets else "knee"
+                self.facts.hip_procedures.append(
+                    HipProcedureFact(_ref(r), when[0], side, label, group)
+                )
             return
         if status != "completed":
             return
@@ -778,8 +803,21 @@ class _Extractor:
                 self.facts.skipped += 1
 
     # Orders -------------------------------------------------------------------------------
+    def _reasons(self, r: Mapping[str, object]) -> tuple[frozenset[str], Reasons]:
+        """R4a: reasonReference targets and coded reasons (radicular / back-pain value sets)."""
+        coded: list[tuple[str, str]] = []
+        for concept in _concepts(r.get("reasonCode")):
+            matches = self.codes.match_concept(concept, REASON_SETS)
+            coded += [(m.entry.valueset, _label(concept, [m])) for m in matches]
+        return _refs(r.get("reasonReference")), tuple(dict.fromkeys(coded))
+
     def medication_request(self, r: Mapping[str, object]) -> None:
         """An active order for an anticoagulant (by name, §1.2 B): a prevention risk factor."""
+        ref = _ref(r)
+        if ref and not other_patient(r, "subject", self.patient_id):
+            refs, coded = self._reasons(r)
+            if refs or coded:
+                self.facts.request_reasons[ref] = (refs, coded)
         if r.get("status") not in ACTIVE_MEDICATION_REQUEST:
             return
         if other_patient(r, "subject", self.patient_id):

@@ -28,8 +28,15 @@ from cds_service.domain.facts import (
     GradeFact,
     InjectionFact,
 )
+from cds_service.domain.indication import (
+    could_precede,
+    is_supporting,
+    reason_codes,
+    reason_refs,
+)
 
 RANK = {"info": 1, "warning": 2, "critical": 3}
+RADICULAR = "competing-radicular"
 GLUTEAL = frozenset({"gluteal", "ventrogluteal"})
 REMOTE = frozenset({"upper_limb", "thigh"})
 HAEMATOMA_SITE_WORDS = ("buttock", "gluteal", "gluteus", "hip", "thigh")
@@ -278,7 +285,7 @@ def _progression(
 
 @dataclass(frozen=True)
 class Competing:
-    group: str  # radicular | hip | stroke | gbs | diabetic-mononeuropathy | mnd | ms | local-trauma
+    group: str  # radicular | indication | hip | knee | fibular-head | stroke | gbs | mnd | ms ...
     ref: str
     label: str
     onset: datetime | None
@@ -336,14 +343,47 @@ def competing_causes(
     out: list[Competing] = []
     named: list[tuple[str, str]] = []
     seen_named: set[str] = set()
+    reasons = reason_refs(facts, inj)
+    # R4a: a coded reason of the injection (or of its MedicationRequest)
+    for valueset, label in reason_codes(facts, inj):
+        if valueset == RADICULAR:
+            out.append(Competing("indication", inj.ref, label, None))
+        elif valueset in ("radicular-back-pain", "radicular-annulus"):
+            named.append(("note-back-pain-reason", label))
+    leg_pain_sides = [
+        c.side
+        for c in facts.conditions
+        if not c.refuted and c.valuesets & {"radiating-pain", RADICULAR}
+    ]
     for c in facts.conditions:
         if c.refuted or not c.valuesets & COMPETING_VALUESETS:
             continue
         same_side = sides_compatible(c.side, side)
-        before_injection = c.onset_hi is not None and c.onset_hi <= inj.time
         sets = c.valuesets
-        if c.current and "competing-radicular" in sets and same_side and before_injection:
-            out.append(Competing("radicular", c.ref, c.label, c.onset_hi))
+        if RADICULAR in sets:
+            if c.ref in reasons:
+                out.append(Competing("indication", c.ref, c.label, c.onset_hi))
+            elif c.current and same_side and could_precede(c, inj):
+                out.append(Competing("radicular", c.ref, c.label, c.onset_hi))
+        if "radicular-annulus" in sets and c.current and same_side:
+            with_leg_pain = any(sides_compatible(s, c.side) for s in leg_pain_sides)
+            if with_leg_pain and (c.ref in reasons or could_precede(c, inj)):
+                out.append(Competing("radicular", c.ref, c.label, c.onset_hi))
+        back_pain = "radicular-back-pain" in sets and c.ref not in seen_named
+        if back_pain and (c.ref in reasons or could_precede(c, inj)):
+            seen_named.add(c.ref)
+            named.append(("note-back-pain-reason", c.label))
+        if "joint-aftercare" in sets and c.current and c.ref not in seen_named:
+            seen_named.add(c.ref)
+            named.append(("note-joint-aftercare", c.label))
+        if c.current and "competing-knee" in sets and same_side and _window(c, fd_lo, fd_hi, t):
+            out.append(Competing("knee", c.ref, c.label, c.onset_hi))
+        if "fibular-head-risk" in sets and c.current and same_side:
+            bariatric = any(m.entry.tag == "bariatric" for m in c.in_set("fibular-head-risk"))
+            limit = t.bariatric_recent if bariatric else t.fibular_head_recent
+            first = c.onset_hi if c.has_onset else (c.recorded or c.onset_hi)
+            if first is not None and fd_lo - limit <= first <= fd_hi:
+                out.append(Competing("fibular-head", c.ref, c.label, first))
         if c.current and "competing-hip" in sets and same_side and _window(c, fd_lo, fd_hi, t):
             out.append(Competing("hip", c.ref, c.label, c.onset_hi))
         if "competing-stroke" in sets:
@@ -384,7 +424,7 @@ def competing_causes(
             sides_compatible(p.side, side)
             and fd_lo - t.competing_recent_before <= p.time <= fd_hi + t.competing_recent_after
         ):
-            out.append(Competing("hip", p.ref, p.label, p.time))
+            out.append(Competing(p.group, p.ref, p.label, p.time))
     return out, named
 
 
@@ -410,16 +450,15 @@ def _pre_existing(facts: Facts, trig: Trigger, inj: InjectionFact) -> bool:
 
 
 def _radiating(facts: Facts, trig: Trigger, inj: InjectionFact, t: Thresholds) -> list[str]:
+    """Radiating pain supporting the injury (R4a): begins after t, within 24 h, not the reason."""
+    reasons = reason_refs(facts, inj)
     out = []
     for c in facts.conditions:
-        if "radiating-pain" not in c.valuesets or c.refuted or not c.has_onset:
+        if "radiating-pain" not in c.valuesets or c.refuted:
             continue
-        if c.onset_hi is None or c.onset_hi < inj.time:
+        if not sides_compatible(c.side, trig.side):
             continue
-        lo = c.onset_lo or c.onset_hi
-        if lo <= inj.time + t.radiating_pain_after_injection and sides_compatible(
-            c.side, trig.side
-        ):
+        if is_supporting(c, inj, reasons, t.radiating_pain_after_injection):
             out.append(c.label)
     return out
 
