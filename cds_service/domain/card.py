@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from cds_service.domain.content import Content, Framing, OrderSpec
@@ -85,6 +85,13 @@ def clip_summary(text: str) -> str:
     if " " in head and text[SUMMARY_MAX - 1] != " ":
         head = head.rsplit(" ", 1)[0]
     return head.rstrip(" ,;:(") + "…"
+
+
+def due_text(day: date | None, now: datetime) -> str:
+    """R8b: a computed date already past reads "now (due since <date>)", never a future action."""
+    if day is None:
+        return "now"
+    return f"now (due since {day})" if day < now.date() else f"{day}"
 
 
 def _date(moment: datetime | None) -> str:
@@ -199,12 +206,17 @@ def _suggestion(
 def _already_ordered(content: Content, plan: Plan) -> str:
     lines = []
     for item in plan.existing:
-        when = f" on {item.when:%Y-%m-%d}" if item.when else ""
-        status = f" ({item.status})" if item.status else ""
+        when = f" {item.when:%Y-%m-%d}" if item.when else ""
+        extra = [x for x in (item.side, item.status) if x]
+        status = f" ({', '.join(extra)})" if extra else ""
+        verb = "done" if item.status == "completed" else "ordered"
+        if item.what == "FOLLOW_UP" and item.ref.startswith("Appointment/"):
+            verb = "booked"
         lines.append(
             content.text(
                 "already-ordered",
                 order=f"{_ORDER_NAMES.get(item.what, item.what)} ({item.label})",
+                verb=verb,
                 when=f"{when}{status}",
             )
         )
@@ -387,7 +399,7 @@ def attribution_card(
         evidence.append(
             content.text(
                 "evidence-mrc",
-                grade=latest.grade,
+                grade=f"{latest.grade}{latest.sub}",
                 date=f"{latest.time:%Y-%m-%d}",
                 severity=_severity(content, latest.grade),
             )
@@ -396,19 +408,29 @@ def attribution_card(
     t = content.thresholds
     follow_from = (now + t.follow_up_from).date()
     follow_to = (now + t.follow_up_to).date()
-    plan_lines = [content.text("plan-afo"), content.text("plan-pt")]
-    if central:
-        plan_lines.append(content.text("plan-emg-central", not_before=plan.emg_not_before))
+    not_before = due_text(plan.emg_not_before, now)
+    plan_lines = [
+        content.text("plan-afo") if "AFO" in plan.suggest else "",
+        content.text("plan-pt") if "PT_REFERRAL" in plan.suggest else "",
+    ]
+    if "EMG_NCS" not in plan.suggest:
+        plan_lines.append("")
+    elif central:
+        plan_lines.append(content.text("plan-emg-central", not_before=not_before))
     else:
         plan_lines.append(
             content.text(
                 "plan-emg",
-                not_before=plan.emg_not_before,
+                not_before=not_before,
                 emg_days=t.emg_not_before.days,
                 anchor=f"{a.anchor:%Y-%m-%d}",
             )
         )
-    plan_lines.append(content.text("plan-follow-up", **{"from": follow_from, "to": follow_to}))
+    plan_lines.append(
+        content.text("plan-follow-up", **{"from": follow_from, "to": follow_to})
+        if "FOLLOW_UP" in plan.suggest
+        else ""
+    )
     elapsed_days = (now - a.anchor).days
     if plan.stage == "SURGICAL_EARLY":
         plan_lines.append(content.text("plan-escalation-early"))
@@ -420,6 +442,7 @@ def attribution_card(
         plan_lines.append(content.text("plan-escalation-future"))
     if central or a.lead == "emg":
         plan_lines = [plan_lines[2], *plan_lines[:2], *plan_lines[3:]]
+    plan_lines = [line for line in plan_lines if line]
     # notes
     notes = [content.text(name) for name in a.notes if name not in _NOTES_WITH_VALUES]
     if a.trigger.verification and "note-provisional-trigger" in a.notes:
@@ -444,6 +467,12 @@ def attribution_card(
     ]
     if grades and grades[-1].grade <= 2:
         notes.append(content.text("note-poor-prognosis"))
+    if plan.regrade:  # R8a: no grade decides an escalation
+        notes.insert(0, content.text("note-regrade", days=t.recovery_grade_max_age.days))
+    if plan.afo_side_unknown:  # R8b
+        notes.append(content.text("note-afo-side-unknown", side=_side_word(side)))
+    if plan.repeat_emg_held and grades:  # R8a
+        notes.append(content.text("note-repeat-emg-held", grade=grades[-1].text))
     if child:
         notes.append(content.text("note-child"))
     notes.append(content.text("note-every-card"))
@@ -469,7 +498,7 @@ def attribution_card(
     values = {
         "side": _side_word(side),
         "leg": _leg(side),
-        "not_before": f"{plan.emg_not_before}",
+        "not_before": not_before,
         "from": f"{follow_from}",
         "to": f"{follow_to}",
     }

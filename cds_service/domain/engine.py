@@ -12,12 +12,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
-from cds_service.domain.card import attribution_card, red_flag_card
+from cds_service.domain.card import age_years, attribution_card, red_flag_card
 from cds_service.domain.content import Content
 from cds_service.domain.facts import extract_facts
 from cds_service.domain.localtime import site_zone
 from cds_service.domain.mrc import MrcCodes, MrcRow
 from cds_service.domain.plan import plan_attribution, plan_red_flags
+from cds_service.domain.recovery_card import recovered_card
 from cds_service.domain.rules import (
     best_assessment,
     condition_triggers,
@@ -108,7 +109,14 @@ def evaluate_patient_view(
         else:
             assessment = best_assessment(facts, triggers, t)
             if assessment is not None:
-                plan = plan_attribution(facts, assessment, now, t)
+                age = age_years(facts.birth_date, now)
+                young = age is not None and age < t.child_grading_unreliable_age
+                plan = plan_attribution(facts, assessment, now, t, young_child=young)
+                if plan.recovery is not None and plan.recovery.state == "recovered":
+                    cards.append(
+                        recovered_card(content, assessment, plan, hook_instance=hook_instance)
+                    )
+                    return Evaluation(cards, facts.read, facts.skipped)
                 cards.append(
                     attribution_card(
                         content,

@@ -51,6 +51,7 @@ REASON_SETS = frozenset(
 ROUTE_SETS = frozenset({"route-im", "route-non-im"})
 SITE_SETS = frozenset({"injection-site"})
 SIDE_SETS = frozenset({"body-laterality"})
+SITE_SIDE_SETS = frozenset({"injection-site"})  # lateral body-site codes (R8b AFO side)
 UNCERTAIN_VERIFICATION = frozenset({"unconfirmed", "provisional", "differential"})
 CURRENT_CLINICAL = frozenset({"active", "recurrence", "relapse"})
 FINAL_OBSERVATION = frozenset({"final", "amended", "corrected"})
@@ -157,6 +158,8 @@ class OrderFact:
     occurrence: datetime | None
     label: str
     text_afo: bool = False  # DeviceRequest text says AFO without an ankle-brace code
+    occurrence_end: datetime | None = None  # R8b: occurrencePeriod.end (when it was done)
+    side: str | None = None  # R8b: AFO side (parameter, bodySite extension, text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -841,6 +844,7 @@ class _Extractor:
             return
         sets = frozenset(m.entry.valueset for m in matches)
         authored = self._iv(r.get("authoredOn"))
+        start, end = self._occurrence(r)
         self.facts.orders.append(
             OrderFact(
                 ref=_ref(r),
@@ -849,11 +853,47 @@ class _Extractor:
                 status=_string(r.get("status")),
                 priority=_string(r.get("priority")),
                 authored=authored[0] if authored else None,
-                occurrence=None,
+                occurrence=start,
                 label=_label(concept, matches),
                 text_afo=says_afo and "ankle-brace" not in sets,
+                occurrence_end=end,
+                side=self._device_side(r, concept),
             )
         )
+
+    def _occurrence(self, r: Mapping[str, object]) -> tuple[datetime | None, datetime | None]:
+        """(start, end) of occurrenceDateTime / occurrencePeriod (R8b recency)."""
+        if "occurrenceDateTime" in r:
+            occ = self._iv(r.get("occurrenceDateTime"))
+            return (occ[0], occ[0]) if occ else (None, None)
+        period = self._period(r.get("occurrencePeriod"))
+        return period if period else (None, None)
+
+    def _device_side(self, r: Mapping[str, object], concept: object) -> str | None:
+        """R8b: AFO side from parameter codes, a bodySite extension, then the text."""
+        concepts: list[object] = []
+        texts: list[str] = [concept_text(concept)]
+        for parameter in _items(r.get("parameter")):
+            if isinstance(parameter, Mapping):
+                concepts += [parameter.get("code"), parameter.get("valueCodeableConcept")]
+        for extension in _items(r.get("extension")):
+            if isinstance(extension, Mapping) and "bodysite" in str(extension.get("url")).lower():
+                concepts.append(extension.get("valueCodeableConcept"))
+        sides: set[str] = set()
+        for item in concepts:
+            for match in self.codes.match_concept(item, SIDE_SETS | SITE_SIDE_SETS):
+                if match.entry.laterality:
+                    sides.add(match.entry.laterality)
+            if isinstance(item, Mapping):
+                texts.append(concept_text(item))
+        for note in _items(r.get("note")):
+            if isinstance(note, Mapping) and isinstance(note.get("text"), str):
+                texts.append(note["text"])
+        if "bilateral" in sides or {"left", "right"} <= sides:
+            return "bilateral"
+        if sides:
+            return sides.pop()
+        return side_from_text(" ".join(t for t in texts if t))
 
     def service_request(self, r: Mapping[str, object]) -> None:
         code = r.get("code")
@@ -861,6 +901,7 @@ class _Extractor:
         if not matches or other_patient(r, "subject", self.patient_id):
             return
         authored = self._iv(r.get("authoredOn"))
+        occurrence_end = self._occurrence(r)[1]
         if "occurrenceDateTime" in r:
             occ = self._iv(r.get("occurrenceDateTime"))
             occurrence = occ[0] if occ else None
@@ -883,6 +924,7 @@ class _Extractor:
                 authored=authored[0] if authored else None,
                 occurrence=occurrence,
                 label=_label(code, matches),
+                occurrence_end=occurrence_end,
             )
         )
 
