@@ -26,7 +26,7 @@ FIXTURE_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "patient-vie
 FIXTURE_PATHS = sorted(FIXTURE_DIR.glob("*.json"))
 
 TOP_LEVEL_REQUIRED = {"id", "description", "evalTime", "expected", "request"}
-TOP_LEVEL_ALLOWED = TOP_LEVEL_REQUIRED | {"scenario", "malformedResourceIds"}
+TOP_LEVEL_ALLOWED = TOP_LEVEL_REQUIRED | {"scenario", "malformedResourceIds", "revision2"}
 EXPECTED_ALLOWED = {"card", "indicator", "suggestions", "emgNotBefore", "detailIncludes"}
 SUGGESTION_KEYS = {
     "AFO",

@@ -52,15 +52,27 @@ def _injection_time(resource: Mapping[str, object]) -> object:
 
 
 def day_zone(resources: Iterable[object], site: tzinfo) -> tzinfo:
-    """The offset of the latest injection-type resource with an explicit offset, else ``site``."""
+    """The offset of the latest injection-type resource with an explicit offset, else ``site``.
+
+    Cheap on large prefetches: UTC-written times ("Z") are compared as strings and only the
+    latest one is parsed; other offsets are parsed.
+    """
     latest: datetime | None = None
+    latest_utc = ""
     for resource in resources:
         if not isinstance(resource, Mapping):
             continue
         value = _injection_time(resource)
-        if not has_offset(value):
+        if not isinstance(value, str) or not has_offset(value):
+            continue
+        if value.endswith("Z"):
+            latest_utc = max(latest_utc, value)
             continue
         parsed = parse_interval(value)
+        if parsed is not None and (latest is None or parsed[0] > latest):
+            latest = parsed[0]
+    if latest_utc:
+        parsed = parse_interval(latest_utc)
         if parsed is not None and (latest is None or parsed[0] > latest):
             latest = parsed[0]
     if latest is None or latest.tzinfo is None:
