@@ -32,6 +32,7 @@ class Fetcher(Protocol):
     def close(self) -> None:
         """Release the connection pool and worker threads."""
 
+
 # A service handler: the request, every resource gathered (flattened), and the evaluation time.
 Handler = Callable[[HookRequest, Sequence[Mapping[str, Any]], datetime], Any]
 TemplateFiller = Callable[[str, Mapping[str, Any]], str]
