@@ -47,6 +47,7 @@ PREFETCH_TYPES = {
     "deviceRequests": "DeviceRequest",
     "serviceRequests": "ServiceRequest",
     "appointments": "Appointment",
+    "medicationRequests": "MedicationRequest",
 }
 KNOWN_SYSTEMS = {
     "http://snomed.info/sct",
@@ -65,6 +66,9 @@ KNOWN_SYSTEMS = {
     "http://example.org/fhir/CodeSystem/footdrop-cds-local",
     "http://unitsofmeasure.org",
     "http://example.org/fhir/sid/mrn",
+    # revision 2: a site's MRC flowsheet rows (cards/mrc_codes.yaml examples), ICD-10-PCS
+    "http://example.org/fhir/CodeSystem/site-flowsheet",
+    "http://www.cms.gov/Medicare/Coding/ICD10",
 }
 # Elements that record when something already happened; they must not lie after evalTime.
 PAST_DATE_FIELDS = {
@@ -75,6 +79,7 @@ PAST_DATE_FIELDS = {
     "Observation": ("effectiveDateTime",),
     "DeviceRequest": ("authoredOn",),
     "ServiceRequest": ("authoredOn",),
+    "MedicationRequest": ("authoredOn",),
 }
 # Required (closed) R4 value sets that fhir.resources does not enforce.
 _REQUEST_STATUS = {
@@ -169,7 +174,7 @@ VERIFICATION_STATUS = {
     "refuted",
     "entered-in-error",
 }
-ID_PATTERN = re.compile(r"^(\d{2})-[a-z0-9]+(?:-[a-z0-9]+)*$")
+ID_PATTERN = re.compile(r"^(\d{2,3})-[a-z0-9]+(?:-[a-z0-9]+)*$")
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -290,7 +295,7 @@ def test_ids_and_hook_instances_unique(all_fixtures: list[dict[str, Any]]) -> No
     """Fixture ids, their number prefixes and hookInstances are unique across the directory."""
     for values in (
         [f["id"] for f in all_fixtures],
-        [f["id"][:2] for f in all_fixtures],
+        [f["id"].split("-")[0] for f in all_fixtures],
         [f["request"]["hookInstance"] for f in all_fixtures],
     ):
         assert [v for v, n in Counter(values).items() if n > 1] == []

@@ -91,7 +91,7 @@ def due_text(day: date | None, now: datetime) -> str:
     """R8b: a computed date already past reads "now (due since <date>)", never a future action."""
     if day is None:
         return "now"
-    return f"now (due since {day})" if day < now.date() else f"{day}"
+    return f"now (due since {day})" if day < now.date() else f"on or after {day}"
 
 
 def _date(moment: datetime | None) -> str:

@@ -333,6 +333,13 @@ def _window(c: ConditionFact, onset_lo: datetime, onset_hi: datetime, t: Thresho
     )
 
 
+def _shown(c: ConditionFact) -> datetime | None:
+    """The onset date shown for a Condition: the start of a date-only onset, else its latest."""
+    if c.has_onset and c.onset_lo is not None:
+        return c.onset_lo
+    return c.onset_hi
+
+
 def competing_causes(
     facts: Facts, trig: Trigger, inj: InjectionFact, t: Thresholds
 ) -> tuple[list[Competing], list[tuple[str, str]]]:
@@ -362,13 +369,13 @@ def competing_causes(
         sets = c.valuesets
         if RADICULAR in sets:
             if c.ref in reasons:
-                out.append(Competing("indication", c.ref, c.label, c.onset_hi))
+                out.append(Competing("indication", c.ref, c.label, _shown(c)))
             elif c.current and same_side and could_precede(c, inj):
-                out.append(Competing("radicular", c.ref, c.label, c.onset_hi))
+                out.append(Competing("radicular", c.ref, c.label, _shown(c)))
         if "radicular-annulus" in sets and c.current and same_side:
             with_leg_pain = any(sides_compatible(s, c.side) for s in leg_pain_sides)
             if with_leg_pain and (c.ref in reasons or could_precede(c, inj)):
-                out.append(Competing("radicular", c.ref, c.label, c.onset_hi))
+                out.append(Competing("radicular", c.ref, c.label, _shown(c)))
         back_pain = "radicular-back-pain" in sets and c.ref not in seen_named
         if back_pain and (c.ref in reasons or could_precede(c, inj)):
             seen_named.add(c.ref)
@@ -377,7 +384,7 @@ def competing_causes(
             seen_named.add(c.ref)
             named.append(("note-joint-aftercare", c.label))
         if c.current and "competing-knee" in sets and same_side and _window(c, fd_lo, fd_hi, t):
-            out.append(Competing("knee", c.ref, c.label, c.onset_hi))
+            out.append(Competing("knee", c.ref, c.label, _shown(c)))
         if "fibular-head-risk" in sets and c.current and same_side:
             bariatric = any(m.entry.tag == "bariatric" for m in c.in_set("fibular-head-risk"))
             limit = t.bariatric_recent if bariatric else t.fibular_head_recent
@@ -385,10 +392,10 @@ def competing_causes(
             if first is not None and fd_lo - limit <= first <= fd_hi:
                 out.append(Competing("fibular-head", c.ref, c.label, first))
         if c.current and "competing-hip" in sets and same_side and _window(c, fd_lo, fd_hi, t):
-            out.append(Competing("hip", c.ref, c.label, c.onset_hi))
+            out.append(Competing("hip", c.ref, c.label, _shown(c)))
         if "competing-stroke" in sets:
             if c.current and _window(c, fd_lo, fd_hi, t):
-                out.append(Competing("stroke", c.ref, c.label, c.onset_hi))
+                out.append(Competing("stroke", c.ref, c.label, _shown(c)))
             elif c.ref not in seen_named:
                 named.append(("note-previous-stroke", c.label))
                 seen_named.add(c.ref)
@@ -400,25 +407,25 @@ def competing_causes(
             else:
                 named.append(("note-previous-stroke", c.label))
         if c.current and "competing-gbs" in sets and _window(c, fd_lo, fd_hi, t):
-            out.append(Competing("gbs", c.ref, c.label, c.onset_hi))
+            out.append(Competing("gbs", c.ref, c.label, _shown(c)))
         if "polyneuropathy" in sets and c.current:
             named.append(("note-polyneuropathy", c.label))
         if "diabetic-mononeuropathy" in sets and c.current:
             if c.onset_hi is not None and c.onset_hi <= inj.time:
-                out.append(Competing("diabetic-mononeuropathy", c.ref, c.label, c.onset_hi))
+                out.append(Competing("diabetic-mononeuropathy", c.ref, c.label, _shown(c)))
             else:
                 named.append(("note-same-event", c.label))
         if c.current and "competing-mnd" in sets:
-            out.append(Competing("mnd", c.ref, c.label, c.onset_hi))
+            out.append(Competing("mnd", c.ref, c.label, _shown(c)))
         if c.current and "competing-ms" in sets:
-            out.append(Competing("ms", c.ref, c.label, c.onset_hi))
+            out.append(Competing("ms", c.ref, c.label, _shown(c)))
         if (
             c.current
             and "competing-local-trauma" in sets
             and same_side
             and _window(c, fd_lo, fd_hi, t)
         ):
-            out.append(Competing("local-trauma", c.ref, c.label, c.onset_hi))
+            out.append(Competing("local-trauma", c.ref, c.label, _shown(c)))
     for p in facts.hip_procedures:
         if (
             sides_compatible(p.side, side)
