@@ -16,8 +16,8 @@ from typing import ClassVar
 
 from cds_service.domain.codes import CodeIndex, Match, concept_side
 from cds_service.domain.content import CONDITION_VALUESETS, Content
-from cds_service.domain.fhirtime import parse_interval, period_interval
-from cds_service.domain.localtime import day_zone
+from cds_service.domain.fhirtime import is_date_only, parse_interval, period_interval
+from cds_service.domain.localtime import injection_zone
 from cds_service.domain.mrc import MrcCodes, MrcRow, grade_rank, parse_grade
 
 PROCEDURE_SETS = frozenset(
@@ -389,11 +389,14 @@ class _Extractor:
         self.oldest = now - content.thresholds.lookback
         self.facts = Facts()
         self.mrc = mrc or MrcCodes()
+        self.saw_date_only = False
         self.seen: set[tuple[str, str]] = set()
         self.ma_im_procedures: set[str] = set()
         self.cpt_procedures: list[tuple[Mapping[str, object], str]] = []
 
     def _iv(self, value: object) -> tuple[datetime, datetime] | None:
+        if not self.saw_date_only and is_date_only(value):
+            self.saw_date_only = True  # R0a: the day zone matters for this request
         return parse_interval(value, self.day_zone, self.site_zone)
 
     def _period(self, value: object) -> tuple[datetime | None, datetime | None] | None:
@@ -428,7 +431,7 @@ class _Extractor:
         rid = r.get("id")
         if isinstance(rid, str) and rid != self.patient_id:
             return
-        birth = self._iv(r.get("birthDate"))
+        birth = parse_interval(r.get("birthDate"), self.site_zone)
         if birth is not None:
             self.facts.birth_date = birth[0]
 
@@ -974,20 +977,22 @@ def extract_facts(
 ) -> Facts:
     """Read every resource once; irrelevant ones cost a code look-up, malformed ones are counted.
 
-    Date-only values are read in the request's day zone (R0a, :func:`localtime.day_zone`).
+    Date-only values are read in the injection's offset (R0a, :func:`localtime.injection_zone`).
     """
     resources = resources if isinstance(resources, list | tuple) else list(resources)
-    extractor = _Extractor(
-        content,
-        patient_id,
-        now,
-        day_zone(resources, site_zone),
-        site_zone,
-        mrc or MrcCodes(content.mrc_rows),
-    )
-    for resource in resources:
-        extractor.add(resource)
-    extractor._finish_cpt()
+    mrc = mrc or MrcCodes(content.mrc_rows)
+
+    def read(zone: tzinfo) -> _Extractor:
+        extractor = _Extractor(content, patient_id, now, zone, site_zone, mrc)
+        for resource in resources:
+            extractor.add(resource)
+        extractor._finish_cpt()
+        return extractor
+
+    extractor = read(site_zone)
+    zone = injection_zone(((i.time, i.day_only) for i in extractor.facts.injections), site_zone)
+    if zone is not site_zone and extractor.saw_date_only:
+        extractor = read(zone)  # R0a: date-only values in the injection's offset
     return _in_canonical_order(extractor.facts)
 
 
