@@ -14,7 +14,7 @@ from typing import Any
 
 from cds_service.domain.content import Content, Framing, OrderSpec
 from cds_service.domain.facts import Facts
-from cds_service.domain.fhirtime import fhir_date, fhir_datetime
+from cds_service.domain.fhirtime import fhir_date, fhir_datetime, local_text
 from cds_service.domain.plan import Plan
 from cds_service.domain.rules import Assessment, RedFlag, Trigger
 
@@ -100,9 +100,9 @@ def _date(moment: datetime | None) -> str:
 
 def _onset_text(trig: Trigger) -> str:
     if trig.lo is None:
-        return f"not recorded (first recorded by {trig.hi:%Y-%m-%d %H:%M} UTC)"
+        return f"not recorded (first recorded by {local_text(trig.hi)})"
     if trig.lo == trig.hi:
-        return f"{trig.hi:%Y-%m-%d %H:%M} UTC"
+        return local_text(trig.hi)
     if trig.hi - trig.lo <= _DAY:
         return f"{trig.lo:%Y-%m-%d}"
     return f"between {trig.lo:%Y-%m-%d} and {trig.hi:%Y-%m-%d}"
@@ -316,7 +316,7 @@ def _injection_evidence(content: Content, a: Assessment) -> str:
     return content.text(
         "evidence-injection",
         injection=inj.label,
-        date=f"{inj.time:%Y-%m-%d}" if inj.day_only else f"{inj.time:%Y-%m-%d %H:%M} UTC",
+        date=f"{inj.time:%Y-%m-%d}" if inj.day_only else local_text(inj.time),
         drug=f" ({inj.drug})" if inj.drug and inj.drug != inj.label else "",
         site=inj.site_label or "not documented",
         side=inj.site_side or "not documented",
