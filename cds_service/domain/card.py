@@ -438,8 +438,8 @@ def attribution_card(
         plan_lines.append(content.text("plan-escalation-decision", days=elapsed_days))
     elif plan.stage == "TENDON_TRANSFER":
         plan_lines.append(content.text("plan-escalation-tendon", days=elapsed_days))
-    else:
-        plan_lines.append(content.text("plan-escalation-future"))
+    elif not plan.regrade and now - a.anchor < t.surgical_decision:
+        plan_lines.append(content.text("plan-escalation-future"))  # R8b: never a past step
     if central or a.lead == "emg":
         plan_lines = [plan_lines[2], *plan_lines[:2], *plan_lines[3:]]
     plan_lines = [line for line in plan_lines if line]

@@ -48,10 +48,12 @@ def suppresses(
     *,
     completed_within: timedelta | None,
     draft_recent: timedelta,
+    open_since: bool = True,
 ) -> bool:
     """AFO / PT / referral rule: open and authored on/after ``since``, or recently completed.
 
-    ``completed_within`` None keeps the old rule (completed and authored on/after ``since``).
+    ``completed_within`` None keeps the old rule (completed and authored on/after ``since``);
+    ``open_since`` False lets an active / on-hold order count whatever its date (referrals, R8).
     """
     if not counts(order, now, draft_recent):
         return False
@@ -59,7 +61,7 @@ def suppresses(
         if completed_within is None:
             return _on_or_after(order.authored, since)
         return recent_completed(order, now, since, completed_within)
-    if order.status == "draft":
+    if order.status == "draft" or not open_since:
         return True
     return order.authored is None or _on_or_after(order.authored, since)
 

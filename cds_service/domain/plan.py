@@ -243,7 +243,14 @@ def plan_attribution(
             for o in orders
             if o.resource == "ServiceRequest"
             and dedup_set in o.valuesets
-            and suppresses(o, now, inj_time, completed_within=None, draft_recent=t.draft_recent)
+            and suppresses(
+                o,
+                now,
+                inj_time,
+                completed_within=None,
+                draft_recent=t.draft_recent,
+                open_since=False,
+            )
         ]
         if on_file:
             found(stage, on_file[0])
