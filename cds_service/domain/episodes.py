@@ -49,10 +49,23 @@ def _first_evidence(c: ConditionFact) -> datetime | None:
     return c.recorded or c.onset_hi
 
 
-def preexisting_sides(facts: Facts, injection: InjectionFact) -> set[str]:
-    """Sides (left/right) whose foot-drop event began before ``injection`` (R1a)."""
+def preexisting_sides(facts: Facts, injection: InjectionFact) -> dict[str, datetime | None]:
+    """Sides whose foot-drop event began before ``injection`` (R1a), with the date it ended.
+
+    The value is the event's abatement (a later trigger on that side starts a new event), or
+    None while it has not abated (every later trigger on that side is the same event).
+    """
     t = injection.time
-    out: set[str] = set()
+    out: dict[str, datetime | None] = {}
+
+    def mark(sides: set[str], until: datetime | None) -> None:
+        for side in sides:
+            if side in out and out[side] is None:
+                continue
+            current = out.get(side)
+            if until is None or side not in out or (current is not None and until > current):
+                out[side] = until
+
     for c in facts.conditions:
         if TRIGGER not in c.valuesets or c.refuted:
             continue
@@ -60,24 +73,22 @@ def preexisting_sides(facts: Facts, injection: InjectionFact) -> set[str]:
         if c.seventh == "S":
             first = _first_evidence(c)
             if first is None or first < t:
-                out |= sides
+                mark(sides, None)
             continue
         if c.onset_hi is None or not c.has_onset or c.onset_hi >= t:
             continue  # began at or after the injection, or only a recordedDate (an upper bound)
-        if c.abated_at is not None and c.abated_at.date() < t.date() and not c.current:
-            continue  # abated before the injection: that episode is over
-        if c.abated_at is None and not c.current:
-            continue  # resolved, date unknown: cannot say it was still present
-        out |= sides
+        if c.current:
+            mark(sides, None)
+        elif c.abated_at is not None and c.abated_at.date() >= t.date():
+            mark(sides, c.abated_at)  # still present at the injection, abated later
+        # abated before the injection, or resolved on an unknown date: that episode is over
     for g in facts.grades:
         weak_before = g.side in ("left", "right") and g.time < t and g.grade <= 3
         if weak_before and not _recovered_before(facts, g, t) and g.side is not None:
-            out.add(g.side)
+            mark({g.side}, None)
     for f in facts.findings:
-        if f.side in ("left", "right") and f.time < t:
-            out.add(f.side)
-        elif f.side == "bilateral" and f.time < t:
-            out |= {"left", "right"}
+        if f.time < t:
+            mark(_sides(f.side), None)
     return out
 
 

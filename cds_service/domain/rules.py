@@ -443,17 +443,28 @@ def _links(facts: Facts, trig: Trigger, inj: InjectionFact, t: Thresholds) -> li
 
 
 def _pre_existing(facts: Facts, trig: Trigger, inj: InjectionFact) -> bool:
-    """R1a: the trigger belongs to a foot-drop event of its side that began before ``inj``."""
+    """R1a: the trigger belongs to a foot-drop event of its side that began before ``inj``.
+
+    A trigger whose onset lies after that event's abatement date starts a new event.
+    """
     if not starts_event(trig.condition):
         return True  # sequela / subsequent-encounter codes never start an attribution
     old = preexisting_sides(facts, inj)
     if not old:
         return False
+    onset = trig.lo if trig.lo is not None else trig.hi
+
+    def same_event(side: str) -> bool:
+        if side not in old:
+            return False
+        until = old[side]
+        return until is None or onset.date() <= until.date()
+
     if trig.side == "bilateral":
-        return old >= {"left", "right"}
+        return same_event("left") and same_event("right")
     if trig.side is None:
-        return True  # an unlateralised trigger overlapping a lateral event belongs to it
-    return trig.side in old
+        return any(same_event(side) for side in old)  # belongs to the overlapping lateral event
+    return same_event(trig.side)
 
 
 def _radiating(facts: Facts, trig: Trigger, inj: InjectionFact, t: Thresholds) -> list[str]:

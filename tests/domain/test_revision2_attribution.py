@@ -296,3 +296,19 @@ def test_summary_is_cut_at_a_word():
     text = "word " * 40
     clipped = clip_summary(text)
     assert len(clipped) < 140 and clipped.endswith("word…")
+
+
+def test_new_event_after_the_old_one_abated_is_evaluated():
+    """An event present at the injection but abated later does not absorb a trigger after that."""
+    now = datetime(2025, 7, 8, tzinfo=UTC)
+    old = condition(
+        onset="2025-05-01", clinical="resolved", abatementDateTime="2025-06-20", rid="old"
+    )
+    new = condition(onset="2025-07-05T09:00:00Z", rid="new")
+    inj = im_procedure(rid="inj")
+    link = condition("T80.89XA", recorded="2025-07-05T10:00:00Z")
+    link["evidence"] = [{"detail": [{"reference": "Procedure/inj"}]}]
+    card = card_of(old, new, inj, link, now=now)
+    assert card is not None and card["indicator"] == "info"
+    during = condition(onset="2025-06-15T09:00:00Z", rid="during")
+    assert card_of(old, during, inj, now=datetime(2025, 6, 18, tzinfo=UTC)) is None
