@@ -73,6 +73,7 @@ CONDITION_VALUESETS = COMPETING_VALUESETS | {
 }
 #: Every value set the rules read; content without one of them is refused.
 VALUESETS = CONDITION_VALUESETS | {
+    "knee-site",
     "footdrop-finding",
     "finding-present",
     "finding-absent",

@@ -51,6 +51,7 @@ REASON_SETS = frozenset(
 ROUTE_SETS = frozenset({"route-im", "route-non-im"})
 SITE_SETS = frozenset({"injection-site"})
 SIDE_SETS = frozenset({"body-laterality"})
+KNEE = frozenset({"knee-site"})  # R6a: knee bodySites (any completed knee procedure)
 SITE_SIDE_SETS = frozenset({"injection-site"})  # lateral body-site codes (R8b AFO side)
 UNCERTAIN_VERIFICATION = frozenset({"unconfirmed", "provisional", "differential"})
 CURRENT_CLINICAL = frozenset({"active", "recurrence", "relapse"})
@@ -742,7 +743,10 @@ class _Extractor:
     def procedure(self, r: Mapping[str, object]) -> None:
         code = r.get("code")
         matches = self.codes.match_concept(code, PROCEDURE_SETS)
-        if not matches or other_patient(r, "subject", self.patient_id):
+        if not matches:
+            self._knee_procedure(r, code)
+            return
+        if other_patient(r, "subject", self.patient_id):
             return
         status = r.get("status")
         if status == "entered-in-error":
@@ -790,6 +794,25 @@ class _Extractor:
             return
         # CPT 96372 (SC or IM): decided after all MedicationAdministrations are seen.
         self.cpt_procedures.append((r, label))
+
+    def _knee_procedure(self, r: Mapping[str, object], code: object) -> None:
+        """R6a: any completed Procedure on a knee bodySite, or whose code text says "knee"."""
+        if r.get("status") != "completed" or other_patient(r, "subject", self.patient_id):
+            return
+        sites = [m for c in _concepts(r.get("bodySite")) for m in self.codes.match_concept(c, KNEE)]
+        text = concept_text(code).lower() if isinstance(code, Mapping) else ""
+        if not sites and not re.search(r"\bknee\b", text):
+            return
+        if "performedDateTime" in r:
+            when = self._iv(r.get("performedDateTime"))
+        else:
+            period = self._period(r.get("performedPeriod"))
+            when = (period[0], period[0]) if period and period[0] else None
+        if when is None:
+            return
+        side = concept_side(sites) or side_from_text(text)
+        label = concept_text(code) or "Knee procedure"
+        self.facts.hip_procedures.append(HipProcedureFact(_ref(r), when[0], side, label, "knee"))
 
     def _finish_cpt(self) -> None:
         for r, label in self.cpt_procedures:
