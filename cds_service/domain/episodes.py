@@ -20,7 +20,6 @@ from cds_service.domain.facts import ConditionFact, Facts, GradeFact, InjectionF
 
 __all__ = [
     "abatement_blocks",
-    "ignored_links",
     "preexisting_sides",
     "starts_event",
     "tied_links",
@@ -179,13 +178,3 @@ def tied_links(
     if injection.ref and injection.ref in set(trigger_evidence):
         out.append(trigger_label)
     return out
-
-
-def ignored_links(facts: Facts, tied: Iterable[str]) -> list[str]:
-    """Link codes on file that are tied to no kept pair (named on the app page)."""
-    keep = set(tied)
-    return [
-        c.label
-        for c in facts.conditions
-        if LINK in c.valuesets and not c.refuted and c.label not in keep
-    ]

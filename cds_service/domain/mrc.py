@@ -15,7 +15,7 @@ valueCodeableConcept.text such as "4+/5", "3/5", "4-". Anything else ("weak") is
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -159,7 +159,3 @@ def parse_grade(resource: Mapping[str, object]) -> tuple[int, str] | None:
 def grade_rank(grade: int, sub: str = "") -> int:
     """Orderable rank: 4- < 4 < 4+ < 5 (three steps per grade)."""
     return grade * 3 + _SUB_RANK.get(sub, 0)
-
-
-def movement_names(rows: Sequence[MrcRow]) -> frozenset[str]:
-    return frozenset(r.movement for r in rows)

@@ -55,19 +55,6 @@ class Plan:
     repeat_emg_held: bool = False  # R8a: last study > 90 d old, but recovery is documented
 
 
-def _day(moment: datetime) -> datetime:
-    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
-
-
-def _on_file(order: OrderFact, since: datetime) -> bool:
-    """Open (active/draft/on-hold), or completed and authored on or after ``since``'s date."""
-    if order.status in OPEN:
-        return True
-    return (
-        order.status == "completed" and order.authored is not None and order.authored >= _day(since)
-    )
-
-
 def post_onset_grades(facts: Facts, assessment: Assessment) -> list[GradeFact]:
     """Same-side dorsiflexion grades taken after the onset, oldest first."""
     trig = assessment.trigger
