@@ -63,6 +63,10 @@ class Settings:
     fhir_max_per_origin: int = 16
     fhir_max_bytes_per_hook: int = 10 * 1024 * 1024
     log_level: str = "INFO"
+    # clinical engine, revision 2 (clinical.md §4.3 R0a, §4.4 R1b)
+    site_timezone: str = "UTC"
+    mrc_code_system: str = ""
+    mrc_codes_file: Path | None = None
 
     @property
     def replay_url(self) -> str:
@@ -172,6 +176,9 @@ class Settings:
             log_level=read.choice(
                 "CDS_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"), upper=True
             ),
+            site_timezone=read.timezone("CDS_SITE_TIMEZONE"),
+            mrc_code_system=read.code_system("CDS_MRC_CODE_SYSTEM"),
+            mrc_codes_file=read.mrc_codes_file("CDS_MRC_CODES_FILE"),
         )
         if settings.auth:
             problems.extend(settings.jwt_problems())
@@ -347,6 +354,44 @@ class _Reader:
                 self.problems.append(f"{name}: {part!r} is not an IP network (CIDR)")
                 return default
         return parts
+
+    def timezone(self, name: str) -> str:
+        """An IANA time zone name (R0a: dateTimes without an offset, "today"); default UTC."""
+        from cds_service.domain.localtime import site_zone
+
+        raw = self._raw(name)
+        if raw is None:
+            return "UTC"
+        try:
+            site_zone(raw)
+        except ValueError:
+            self.problems.append(f"{name} must be an IANA time zone name, not {raw!r}")
+            return "UTC"
+        return raw
+
+    def code_system(self, name: str) -> str:
+        raw = self._raw(name)
+        if raw is None:
+            return ""
+        if not raw.startswith(("http://", "https://", "urn:")):
+            self.problems.append(f"{name} must be a code system URI (http(s):// or urn:)")
+            return ""
+        return raw
+
+    def mrc_codes_file(self, name: str) -> Path | None:
+        """The site's MRC flowsheet mapping (R1b); checked here so a bad file stops the start-up."""
+        raw = self._raw(name)
+        if raw is None:
+            return None
+        from cds_service.edge.content import ContentError, load_mrc_codes
+
+        path = Path(raw).expanduser()
+        try:
+            load_mrc_codes(path)
+        except ContentError as exc:
+            self.problems.append(f"{name}: {'; '.join(exc.problems)}")
+            return None
+        return path
 
 
 def database_url_problem(url: str, name: str = "CDS_DATABASE_URL") -> str | None:

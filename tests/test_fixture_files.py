@@ -71,6 +71,9 @@ KNOWN_SYSTEMS = {
     "http://example.org/fhir/sid/mrn",
     "http://www.nlm.nih.gov/research/umls/rxnorm",
     "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+    # revision 2: a site's MRC flowsheet rows (cards/mrc_codes.yaml examples), ICD-10-PCS
+    "http://example.org/fhir/CodeSystem/site-flowsheet",
+    "http://www.cms.gov/Medicare/Coding/ICD10",
 }
 # Elements that record when something already happened; they must not lie after evalTime.
 PAST_DATE_FIELDS = {

@@ -9,12 +9,12 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from cds_service.domain.content import Content, Framing, OrderSpec
 from cds_service.domain.facts import Facts
-from cds_service.domain.fhirtime import fhir_date, fhir_datetime
+from cds_service.domain.fhirtime import fhir_date, fhir_datetime, local_text
 from cds_service.domain.pathways.base import RedFlag
 from cds_service.domain.plan import Plan
 from cds_service.domain.rules import Assessment, Trigger
@@ -80,9 +80,21 @@ def tidy(markdown: str) -> str:
 
 
 def clip_summary(text: str) -> str:
-    """One line, cut with "…" to fit the CDS Hooks limit (< 140 characters)."""
+    """One line, cut at a word boundary with "…" to fit the CDS Hooks limit (< 140 characters)."""
     text = " ".join(text.split())
-    return text if len(text) <= SUMMARY_MAX else text[: SUMMARY_MAX - 1].rstrip() + "…"
+    if len(text) <= SUMMARY_MAX:
+        return text
+    head = text[: SUMMARY_MAX - 1]
+    if " " in head and text[SUMMARY_MAX - 1] != " ":
+        head = head.rsplit(" ", 1)[0]
+    return head.rstrip(" ,;:(") + "…"
+
+
+def due_text(day: date | None, now: datetime) -> str:
+    """R8b: a computed date already past reads "now (due since <date>)", never a future action."""
+    if day is None:
+        return "now"
+    return f"now (due since {day})" if day < now.date() else f"on or after {day}"
 
 
 def _date(moment: datetime | None) -> str:
@@ -91,9 +103,9 @@ def _date(moment: datetime | None) -> str:
 
 def _onset_text(trig: Trigger) -> str:
     if trig.lo is None:
-        return f"not recorded (first recorded by {trig.hi:%Y-%m-%d %H:%M} UTC)"
+        return f"not recorded (first recorded by {local_text(trig.hi)})"
     if trig.lo == trig.hi:
-        return f"{trig.hi:%Y-%m-%d %H:%M} UTC"
+        return local_text(trig.hi)
     if trig.hi - trig.lo <= _DAY:
         return f"{trig.lo:%Y-%m-%d}"
     return f"between {trig.lo:%Y-%m-%d} and {trig.hi:%Y-%m-%d}"
@@ -197,12 +209,17 @@ def _suggestion(
 def _already_ordered(content: Content, plan: Plan) -> str:
     lines = []
     for item in plan.existing:
-        when = f" on {item.when:%Y-%m-%d}" if item.when else ""
-        status = f" ({item.status})" if item.status else ""
+        when = f" {item.when:%Y-%m-%d}" if item.when else ""
+        extra = [x for x in (item.side, item.status) if x]
+        status = f" ({', '.join(extra)})" if extra else ""
+        verb = "done" if item.status == "completed" else "ordered"
+        if item.what == "FOLLOW_UP" and item.ref.startswith("Appointment/"):
+            verb = "booked"
         lines.append(
             content.text(
                 "already-ordered",
                 order=f"{_ORDER_NAMES.get(item.what, item.what)} ({item.label})",
+                verb=verb,
                 when=f"{when}{status}",
             )
         )
@@ -302,7 +319,7 @@ def _injection_evidence(content: Content, a: Assessment) -> str:
     return content.text(
         "evidence-injection",
         injection=inj.label,
-        date=f"{inj.time:%Y-%m-%d}" if inj.day_only else f"{inj.time:%Y-%m-%d %H:%M} UTC",
+        date=f"{inj.time:%Y-%m-%d}" if inj.day_only else local_text(inj.time),
         drug=f" ({inj.drug})" if inj.drug and inj.drug != inj.label else "",
         site=inj.site_label or "not documented",
         side=inj.site_side or "not documented",
@@ -392,7 +409,7 @@ def attribution_card(
         evidence.append(
             content.text(
                 "evidence-mrc",
-                grade=latest.grade,
+                grade=f"{latest.grade}{latest.sub}",
                 date=f"{latest.time:%Y-%m-%d}",
                 severity=_severity(content, latest.grade),
             )
@@ -401,19 +418,29 @@ def attribution_card(
     t = content.thresholds
     follow_from = (now + t.follow_up_from).date()
     follow_to = (now + t.follow_up_to).date()
-    plan_lines = [content.text("plan-afo"), content.text("plan-pt")]
-    if central:
-        plan_lines.append(content.text("plan-emg-central", not_before=plan.emg_not_before))
+    not_before = due_text(plan.emg_not_before, now)
+    plan_lines = [
+        content.text("plan-afo") if "AFO" in plan.suggest else "",
+        content.text("plan-pt") if "PT_REFERRAL" in plan.suggest else "",
+    ]
+    if "EMG_NCS" not in plan.suggest:
+        plan_lines.append("")
+    elif central:
+        plan_lines.append(content.text("plan-emg-central", not_before=not_before))
     else:
         plan_lines.append(
             content.text(
                 "plan-emg",
-                not_before=plan.emg_not_before,
+                not_before=not_before,
                 emg_days=t.emg_not_before.days,
                 anchor=f"{a.anchor:%Y-%m-%d}",
             )
         )
-    plan_lines.append(content.text("plan-follow-up", **{"from": follow_from, "to": follow_to}))
+    plan_lines.append(
+        content.text("plan-follow-up", **{"from": follow_from, "to": follow_to})
+        if "FOLLOW_UP" in plan.suggest
+        else ""
+    )
     elapsed_days = (now - a.anchor).days
     if plan.stage == "SURGICAL_EARLY":
         plan_lines.append(content.text("plan-escalation-early"))
@@ -421,10 +448,11 @@ def attribution_card(
         plan_lines.append(content.text("plan-escalation-decision", days=elapsed_days))
     elif plan.stage == "TENDON_TRANSFER":
         plan_lines.append(content.text("plan-escalation-tendon", days=elapsed_days))
-    else:
-        plan_lines.append(content.text("plan-escalation-future"))
+    elif not plan.regrade and now - a.anchor < t.surgical_decision:
+        plan_lines.append(content.text("plan-escalation-future"))  # R8b: never a past step
     if central or a.lead == "emg":
         plan_lines = [plan_lines[2], *plan_lines[:2], *plan_lines[3:]]
+    plan_lines = [line for line in plan_lines if line]
     # notes
     skip = _NOTES_WITH_VALUES | ({"note-anticoagulated"} if floor is not None else set())
     notes = [content.text(name) for name in a.notes if name not in skip]
@@ -451,6 +479,12 @@ def attribution_card(
     ]
     if grades and grades[-1].grade <= 2:
         notes.append(content.text("note-poor-prognosis"))
+    if plan.regrade:  # R8a: no grade decides an escalation
+        notes.insert(0, content.text("note-regrade", days=t.recovery_grade_max_age.days))
+    if plan.afo_side_unknown:  # R8b
+        notes.append(content.text("note-afo-side-unknown", side=_side_word(side)))
+    if plan.repeat_emg_held and grades:  # R8a
+        notes.append(content.text("note-repeat-emg-held", grade=grades[-1].text))
     if child:
         notes.append(content.text("note-child"))
     notes.append(content.text("note-every-card"))
@@ -459,7 +493,10 @@ def attribution_card(
     if central:
         lead = content.text("lead-central", cause=cause[:1].upper() + cause[1:])
     elif a.lead == "emg":
-        lead = content.text("lead-emg", cause=cause[:1].upper() + cause[1:])
+        group = next(c.group for c in a.competing if not c.central)
+        lead = content.text(
+            "lead-emg", cause=cause[:1].upper() + cause[1:], why=content.phrase(f"lead-why-{group}")
+        )
     if floor is not None:  # §4.6.3: the R7c sentence before the competing-cause lead
         lead = "\n\n".join(x for x in (action_text(content, floor), lead) if x)
     detail = content.text(
@@ -475,7 +512,7 @@ def attribution_card(
     values = {
         "side": _side_word(side),
         "leg": _leg(side),
-        "not_before": f"{plan.emg_not_before}",
+        "not_before": not_before,
         "from": f"{follow_from}",
         "to": f"{follow_to}",
     }

@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 ICD10CM = "icd10cm"
+ICD10PCS = "icd10pcs"  # R6a: ICD-10-PCS procedure codes, matched by prefix like ICD-10-CM
+PREFIX_SYSTEMS = frozenset({ICD10CM, ICD10PCS})
 
 #: Verification tiers that never act (kept in the file for the record).
 INACTIVE_STATUSES = frozenset({"UNVERIFIED", "REJECTED"})
@@ -25,6 +27,7 @@ STATUSES = frozenset(
         "V-NAT",
         "V-ONT",
         "V-VA",
+        "V-PCS",  # revision 2: CMS ICD-10-PCS tables
         "V-CONTRACTOR",
         "V-CDC",
         "SECONDARY",
@@ -86,7 +89,7 @@ class CodeIndex:
             e for e in entries if e.status not in INACTIVE_STATUSES
         )
         for entry in self.entries:
-            key = normalize_icd(entry.code) if entry.system == ICD10CM else entry.code
+            key = normalize_icd(entry.code) if entry.system in PREFIX_SYSTEMS else entry.code
             table = self._prefix if entry.prefix else self._exact
             table.setdefault((entry.system, key), []).append(entry)
             if entry.prefix:
@@ -110,7 +113,7 @@ class CodeIndex:
         alias = self.alias(system)
         if alias is None or not isinstance(code, str) or not code:
             return []
-        if alias != ICD10CM:
+        if alias not in PREFIX_SYSTEMS:
             return list(self._exact.get((alias, code.strip()), ()))
         key = normalize_icd(code)
         found: dict[str, CodeEntry] = {}

@@ -17,12 +17,14 @@ from typing import Any
 
 from cds_service.domain.codes import (
     ICD10CM,
+    ICD10PCS,
     PROVISIONAL,
     SIDES,
     STATUSES,
     CodeEntry,
     CodeIndex,
 )
+from cds_service.domain.mrc import MrcRow
 
 
 class ContentError(Exception):
@@ -40,6 +42,12 @@ class ContentError(Exception):
 #: Value sets naming a cause that competes with the injection (R6).
 COMPETING_VALUESETS = frozenset(
     {
+        # revision 2: R4a (indication, back pain, annulus defect), R6a (knee, fibular head)
+        "radicular-back-pain",
+        "radicular-annulus",
+        "competing-knee",
+        "fibular-head-risk",
+        "joint-aftercare",
         "competing-radicular",
         "competing-hip",
         "competing-stroke",
@@ -82,6 +90,7 @@ SYMPTOM_OBSERVATION_VALUESETS = frozenset(
 )
 #: Every value set the rules read; content without one of them is refused.
 VALUESETS = CONDITION_VALUESETS | {
+    "knee-site",
     "footdrop-finding",
     "finding-present",
     "finding-absent",
@@ -172,6 +181,17 @@ THRESHOLDS: dict[str, str] = {
     "cauda_chronic_before": "time",
     "vaccine_thigh_before": "age_months",
     "vaccine_deltoid_from": "age",
+    # revision 2 (clinical.md §4.0): episodes, competing causes, recovery, de-duplication
+    "link_code_within": "time",
+    "fibular_head_recent": "time",
+    "bariatric_recent": "time",
+    "recovery_grade_after_anchor": "time",
+    "recovery_grade_max_age": "time",
+    "tendon_transfer_grade_after_anchor": "time",
+    "child_grading_unreliable_age": "age",
+    "afo_completed_recent": "time",
+    "pt_completed_recent": "time",
+    "draft_recent": "time",
 }
 
 #: Template file (without .md) -> placeholders it may use.
@@ -205,7 +225,7 @@ TEMPLATES: dict[str, frozenset[str]] = {
         "evidence-mrc": ("grade", "date", "severity"),
         "evidence-red-flag": ("flag", "condition", "onset"),
         "lead-central": ("cause",),
-        "lead-emg": ("cause",),
+        "lead-emg": ("cause", "why"),
         "plan-afo": (),
         "plan-pt": (),
         "plan-emg": ("not_before", "emg_days", "anchor"),
@@ -216,7 +236,12 @@ TEMPLATES: dict[str, frozenset[str]] = {
         "plan-escalation-tendon": ("days",),
         "plan-escalation-future": (),
         "plan-urgent": ("label", "text", "note"),
-        "already-ordered": ("order", "when"),
+        "already-ordered": ("order", "verb", "when"),
+        "summary-recovered": ("grade", "date", "side", "condition", "injection", "injection_date"),
+        "detail-recovered": ("grade", "date", "side", "condition", "injection", "injection_date"),
+        "note-regrade": ("days",),
+        "note-afo-side-unknown": ("side",),
+        "note-repeat-emg-held": ("grade",),
         "note-every-card": (),
         "note-not-supported": (),
         "note-site-missing": (),
@@ -231,6 +256,8 @@ TEMPLATES: dict[str, frozenset[str]] = {
         "note-previous-stroke": ("condition",),
         "note-confirm-new": ("condition",),
         "note-same-event": ("condition",),
+        "note-back-pain-reason": ("condition",),
+        "note-joint-aftercare": ("condition",),
         "note-ankle-brace": ("device",),
         "note-baseline-study": ("date", "emg_days"),
         "note-poor-prognosis": (),
@@ -327,6 +354,18 @@ PHRASES: dict[str, frozenset[str]] = {
         "cause-mnd": (),
         "cause-ms": (),
         "cause-local-trauma": (),
+        "cause-indication": (),
+        "cause-knee": (),
+        "cause-fibular-head": (),
+        "lead-why-radicular": (),
+        "lead-why-indication": (),
+        "lead-why-hip": (),
+        "lead-why-knee": (),
+        "lead-why-fibular-head": (),
+        "lead-why-local-trauma": (),
+        "lead-why-gbs": (),
+        "lead-why-diabetic-mononeuropathy": (),
+        "lead-why-mnd": (),
         "class-immediate": ("hours",),
         "class-delayed": ("days",),
         "class-late": ("days",),
@@ -463,6 +502,17 @@ class Thresholds:
     vaccine_thigh_before: int  # months (R8c)
     vaccine_deltoid_from: int  # years (R8c)
     vastus_lateralis_site: str = "none"
+    # revision 2 (clinical.md §4.0); defaults as in thresholds.yaml
+    link_code_within: timedelta = timedelta(days=2)
+    fibular_head_recent: timedelta = timedelta(days=90)
+    bariatric_recent: timedelta = timedelta(days=365)
+    recovery_grade_after_anchor: timedelta = timedelta(days=60)
+    recovery_grade_max_age: timedelta = timedelta(days=60)
+    tendon_transfer_grade_after_anchor: timedelta = timedelta(days=270)
+    child_grading_unreliable_age: int = 5
+    afo_completed_recent: timedelta = timedelta(days=365)
+    pt_completed_recent: timedelta = timedelta(days=84)
+    draft_recent: timedelta = timedelta(days=2)
 
 
 @dataclass(frozen=True)
@@ -507,6 +557,7 @@ class Content:
     nsaid_names: tuple[str, ...] = ()  # R7c: "the injected drug was an NSAID" (names govern)
     #: R8c vaccine names (lower case): brand, hepb, rabies, immune_globulin.
     vaccine_names: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    mrc_rows: tuple[MrcRow, ...] = ()  # R1b: the site's MRC flowsheet codes (mrc_codes.yaml)
 
     def text(self, name: str, **values: object) -> str:
         """Render the Markdown template ``cards/templates/<name>.md``."""
@@ -518,6 +569,7 @@ class Content:
 
 # --- building and validating ------------------------------------------------------------------
 
+_PCS_RE = re.compile(r"^[0-9A-HJ-NP-Z]{3,7}$")
 _ICD_RE = re.compile(r"^[A-Z][0-9][0-9A-Z](\.[0-9A-Z]{1,4})?$")
 
 
@@ -595,8 +647,11 @@ def _code_entries(
             if system == ICD10CM and not _ICD_RE.match(code.strip().upper()):
                 problems.append(f"{at}: {code!r} is not an ICD-10-CM code")
                 continue
-            if match == "prefix" and system != ICD10CM:
-                problems.append(f"{at}: prefix match is only for ICD-10-CM categories")
+            if match == "prefix" and system not in (ICD10CM, ICD10PCS):
+                problems.append(f"{at}: prefix match is only for ICD-10-CM/PCS categories")
+                continue
+            if system == ICD10PCS and not _PCS_RE.match(code.strip().upper()):
+                problems.append(f"{at}: {code!r} is not an ICD-10-PCS code or prefix")
                 continue
             if system == "snomed" and not code.isdigit():
                 problems.append(f"{at}: SNOMED CT id {code!r} must be digits")

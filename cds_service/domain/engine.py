@@ -9,15 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
-from cds_service.domain.card import attribution_card
+from cds_service.domain.card import age_years, attribution_card
 from cds_service.domain.content import Content
 from cds_service.domain.facts import extract_facts
+from cds_service.domain.localtime import site_zone
+from cds_service.domain.mrc import MrcCodes, MrcRow
 from cds_service.domain.pathways import run_pathways
 from cds_service.domain.pathways.anticoagulation import with_floor
 from cds_service.domain.plan import plan_attribution, plan_red_flags
+from cds_service.domain.recovery_card import recovered_card
 from cds_service.domain.redflag_card import red_flag_card
 from cds_service.domain.rules import best_assessment, condition_triggers
 
@@ -28,13 +31,25 @@ ORDER_INTENTS = frozenset({"proposal", "order"})
 
 @dataclass(frozen=True)
 class Policy:
-    """Local ordering policy (settings ``CDS_ORDER_INTENT``)."""
+    """Local policy (settings ``CDS_ORDER_INTENT``, ``CDS_SITE_TIMEZONE``, ``CDS_MRC_*``)."""
 
     order_intent: str = "proposal"  # "proposal" | "order"
+    site_time_zone: str = "UTC"  # R0a: IANA name; dateTimes without offset, "today"
+    mrc_code_system: str = ""  # R1b: the site-owned code system of MRC grade codes
+    mrc_rows: tuple[MrcRow, ...] | None = None  # R1b: site mapping; None = the content's file
 
     def __post_init__(self) -> None:
         if self.order_intent not in ORDER_INTENTS:
             raise ValueError(f"order_intent must be one of {sorted(ORDER_INTENTS)}")
+        site_zone(self.site_time_zone)  # ValueError for an unknown zone
+
+    @property
+    def zone(self) -> tzinfo:
+        return site_zone(self.site_time_zone)
+
+    def mrc(self, content: Content) -> MrcCodes:
+        rows = content.mrc_rows if self.mrc_rows is None else self.mrc_rows
+        return MrcCodes(rows=tuple(rows), code_system=self.mrc_code_system)
 
 
 @dataclass(frozen=True)
@@ -55,10 +70,17 @@ def evaluate_patient_view(
     """Run R0-R9 over the flattened prefetch resources and build the card (if any)."""
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
-    now = now.astimezone(UTC)
+    now = now.astimezone(policy.zone)  # R0a: "today" and displayed dates in the site time zone
     patient_id = context.get("patientId")
     patient_id = patient_id if isinstance(patient_id, str) else ""
-    facts = extract_facts(resources if resources is not None else (), content, patient_id, now)
+    facts = extract_facts(
+        resources if resources is not None else (),
+        content,
+        patient_id,
+        now,
+        site_zone=policy.zone,
+        mrc=policy.mrc(content),
+    )
     t = content.thresholds
     cards: list[dict[str, Any]] = []
     # R7a-R7f first, each on its own evidence, before and regardless of attribution (§4.0)
@@ -87,7 +109,16 @@ def evaluate_patient_view(
     if pathways.floor is not None:  # R7c: at least warning, routine plan kept
         assessment = with_floor(facts, assessment, pathways.floor, t)
     if assessment is not None:
-        plan = plan_attribution(facts, assessment, now, t)
+        age = age_years(facts.birth_date, now)
+        young = age is not None and age < t.child_grading_unreliable_age
+        plan = plan_attribution(facts, assessment, now, t, young_child=young)
+        if plan.recovery is not None and plan.recovery.state == "recovered":
+            cards.append(
+                recovered_card(
+                    content, assessment, plan, hook_instance=hook_instance, floor=pathways.floor
+                )
+            )
+            return Evaluation(cards, facts.read, facts.skipped)
         cards.append(
             attribution_card(
                 content,

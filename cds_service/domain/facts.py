@@ -12,7 +12,7 @@ import functools
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from typing import ClassVar
 
 from cds_service.domain.codes import CodeIndex, Match, concept_side
@@ -21,7 +21,9 @@ from cds_service.domain.content import (
     SYMPTOM_OBSERVATION_VALUESETS,
     Content,
 )
-from cds_service.domain.fhirtime import parse_interval, period_interval
+from cds_service.domain.fhirtime import is_date_only, parse_interval, period_interval
+from cds_service.domain.localtime import injection_zone
+from cds_service.domain.mrc import MrcCodes, MrcRow, grade_rank, parse_grade
 from cds_service.domain.redflag_facts import (
     EMPTY_SITE,
     AnticoagulantReader,
@@ -41,6 +43,7 @@ PROCEDURE_SETS = frozenset(
         "procedure-injection-cpt",
         "procedure-subcutaneous",
         "competing-hip",
+        "competing-knee",
         "emg-study",
     }
 )
@@ -61,9 +64,16 @@ OBSERVATION_SETS = frozenset(
     {"footdrop-finding", "mrc-dorsiflexion", "bmi", "inr", *SYMPTOM_OBSERVATION_VALUESETS}
 )
 DEVICE_SETS = frozenset({"afo-existing", "ankle-brace"})
+Reasons = tuple[tuple[str, str], ...]  # (value set, label) of coded reasons
+#: R4a: value sets a reasonCode of an injection (or of its MedicationRequest) is matched in.
+REASON_SETS = frozenset(
+    {"competing-radicular", "radicular-back-pain", "radicular-annulus", "radiating-pain"}
+)
 ROUTE_SETS = frozenset({"route-im", "route-non-im"})
 SITE_SETS = frozenset({"injection-site"})
 SIDE_SETS = frozenset({"body-laterality"})
+KNEE = frozenset({"knee-site"})  # R6a: knee bodySites (any completed knee procedure)
+SITE_SIDE_SETS = frozenset({"injection-site"})  # lateral body-site codes (R8b AFO side)
 UNCERTAIN_VERIFICATION = frozenset({"unconfirmed", "provisional", "differential"})
 CURRENT_CLINICAL = frozenset({"active", "recurrence", "relapse"})
 FINAL_OBSERVATION = frozenset({"final", "amended", "corrected"})
@@ -95,6 +105,11 @@ class ConditionFact:
     evidence_refs: frozenset[str]
     body: BodySite = EMPTY_SITE  # R7 pathways: coded body structures and their sides
     words: str = ""  # every text and display of code and bodySite, lower case
+    # R1a (episodes): when it stopped, when it was charted, the ICD-10-CM 7th character
+    abated_at: datetime | None = None  # abatement date (else recordedDate for string/age)
+    recorded: datetime | None = None
+    seventh: str | None = None  # "A" | "D" | "S" of the matched injury code, else None
+    has_time: bool = False  # onsetDateTime with a time (R4a: lo is an instant)
 
     def in_set(self, name: str) -> list[Match]:
         return [m for m in self.matches if m.entry.valueset == name]
@@ -112,15 +127,28 @@ class InjectionFact:
     site_label: str | None
     drug: str | None
     label: str
+    # R4a: the injection's own indication (reasonCode / reasonReference; its MedicationRequest)
+    reason_refs: frozenset[str] = frozenset()
+    reason_codes: tuple[tuple[str, str], ...] = ()  # (value set, label) of coded reasons
+    request_ref: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class GradeFact:
     ref: str
     time: datetime
-    grade: int
+    grade: int  # integer part: comparisons "<= 3" and "grades fallen" use it (R8a)
     side: str | None
-    movement: str = "ankle-dorsiflexion"
+    movement: str = "ankle-dorsiflexion"  # R1b: the mapped movement
+    sub: str = ""  # R1b/R8a: "+", "-" or "" (4- < 4 < 4+ < 5)
+
+    @property
+    def rank(self) -> int:
+        return grade_rank(self.grade, self.sub)
+
+    @property
+    def text(self) -> str:
+        return f"{self.grade}{self.sub}/5"
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +182,8 @@ class OrderFact:
     occurrence: datetime | None
     label: str
     text_afo: bool = False  # DeviceRequest text says AFO without an ankle-brace code
+    occurrence_end: datetime | None = None  # R8b: occurrencePeriod.end (when it was done)
+    side: str | None = None  # R8b: AFO side (parameter, bodySite extension, text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +201,7 @@ class HipProcedureFact:
     time: datetime
     side: str | None
     label: str
+    group: str = "hip"  # R6a: "hip" | "knee"
 
 
 @dataclass
@@ -181,13 +212,18 @@ class Facts:
     conditions: list[ConditionFact] = field(default_factory=list)
     injections: list[InjectionFact] = field(default_factory=list)
     not_im: list[str] = field(default_factory=list)
-    grades: list[GradeFact] = field(default_factory=list)
+    grades: list[GradeFact] = field(default_factory=list)  # ankle dorsiflexion only
+    muscle_grades: list[GradeFact] = field(default_factory=list)  # R1b: every mapped movement
     findings: list[FindingFact] = field(default_factory=list)
     orders: list[OrderFact] = field(default_factory=list)
     appointments: list[AppointmentFact] = field(default_factory=list)
     hip_procedures: list[HipProcedureFact] = field(default_factory=list)
     anticoagulant_times: list[tuple[datetime, str]] = field(default_factory=list)
     anticoagulant_orders: list[tuple[str, str]] = field(default_factory=list)  # (ref, drug)
+    #: R4a: MedicationRequest reference -> (reasonReference refs, coded reasons)
+    request_reasons: dict[str, tuple[frozenset[str], tuple[tuple[str, str], ...]]] = field(
+        default_factory=dict
+    )
     bmi: list[BmiFact] = field(default_factory=list)
     observed: list[ObservedFact] = field(default_factory=list)  # R7 symptom findings
     exposures: list[Exposure] = field(default_factory=list)  # R7c anticoagulant exposure
@@ -272,6 +308,21 @@ def _refs(items: object) -> frozenset[str]:
     return frozenset(out)
 
 
+_LEFT_WORDS = re.compile(r"\b(left|lt|l)\b")
+_RIGHT_WORDS = re.compile(r"\b(right|rt|r)\b")
+
+
+def side_from_text(text: str) -> str | None:
+    """left / right / bilateral from free text ("L ankle", "right lower limb"); None if neither."""
+    low = text.lower()
+    if "bilateral" in low or "both" in low.split():
+        return "bilateral"
+    left, right = bool(_LEFT_WORDS.search(low)), bool(_RIGHT_WORDS.search(low))
+    if left and right:
+        return "bilateral"
+    return "left" if left else "right" if right else None
+
+
 def other_patient(resource: Mapping[str, object], key: str, patient_id: str) -> bool:
     subject = resource.get(key)
     if not isinstance(subject, Mapping):
@@ -351,17 +402,37 @@ def _names_pattern(names: tuple[str, ...]) -> re.Pattern[str]:
 
 
 class _Extractor:
-    def __init__(self, content: Content, patient_id: str, now: datetime) -> None:
+    def __init__(
+        self,
+        content: Content,
+        patient_id: str,
+        now: datetime,
+        day_zone: tzinfo = UTC,
+        site_zone: tzinfo = UTC,
+        mrc: MrcCodes | None = None,
+    ) -> None:
+        self.day_zone = day_zone  # R0a: date-only values, in the injection's offset
+        self.site_zone = site_zone  # R0a: dateTimes written without an offset
         self.codes = content.codes
         self.content = content
         self.patient_id = patient_id
         self.now = now
         self.oldest = now - content.thresholds.lookback
         self.facts = Facts()
+        self.mrc = mrc or MrcCodes()
+        self.saw_date_only = False
         self.seen: set[tuple[str, str]] = set()
         self.ma_im_procedures: set[str] = set()
         self.cpt_procedures: list[tuple[Mapping[str, object], str]] = []
         self.anticoagulants = AnticoagulantReader(content)
+
+    def _iv(self, value: object) -> tuple[datetime, datetime] | None:
+        if not self.saw_date_only and is_date_only(value):
+            self.saw_date_only = True  # R0a: the day zone matters for this request
+        return parse_interval(value, self.day_zone, self.site_zone)
+
+    def _period(self, value: object) -> tuple[datetime | None, datetime | None] | None:
+        return period_interval(value, self.day_zone, self.site_zone)
 
     def add(self, resource: object) -> None:
         if not isinstance(resource, Mapping):
@@ -392,7 +463,7 @@ class _Extractor:
         rid = r.get("id")
         if isinstance(rid, str) and rid != self.patient_id:
             return
-        birth = parse_interval(r.get("birthDate"))
+        birth = parse_interval(r.get("birthDate"), self.site_zone)
         if birth is not None:
             self.facts.birth_date = birth[0]
 
@@ -429,12 +500,12 @@ class _Extractor:
         hi: datetime | None = None
         has_onset = False
         if "onsetDateTime" in r:
-            onset = parse_interval(r.get("onsetDateTime"))
+            onset = self._iv(r.get("onsetDateTime"))
             if onset is not None:
                 lo, hi = onset
                 has_onset = True
         elif "onsetPeriod" in r:
-            period = period_interval(r.get("onsetPeriod"))
+            period = self._period(r.get("onsetPeriod"))
             if period is not None:
                 start, end = period
                 if start is not None and end is None:
@@ -443,7 +514,7 @@ class _Extractor:
                     lo, hi = start, end
                 has_onset = hi is not None
         if hi is None:
-            recorded = parse_interval(r.get("recordedDate"))
+            recorded = self._iv(r.get("recordedDate"))
             lo = None
             hi = recorded[1] if recorded else None
             has_onset = False
@@ -458,6 +529,10 @@ class _Extractor:
         for item in _items(r.get("evidence")):
             if isinstance(item, Mapping):
                 evidence |= _refs(item.get("detail"))
+        recorded_iv = self._iv(r.get("recordedDate"))
+        recorded_at = recorded_iv[0] if recorded_iv else None
+        abated_at = self._abatement(r, recorded_at) if (abated or not current) else None
+        seventh = _seventh(matches)
         self.facts.conditions.append(
             ConditionFact(
                 ref=_ref(r),
@@ -477,13 +552,34 @@ class _Extractor:
                 evidence_refs=frozenset(evidence),
                 body=body_site(self.codes, r.get("bodySite")),
                 words=concept_words(code) + " " + concept_words(r.get("bodySite")),
+                abated_at=abated_at,
+                recorded=recorded_at,
+                seventh=seventh,
+                has_time=has_onset and lo is not None and lo == hi,
             )
         )
+
+    def _abatement(self, r: Mapping[str, object], recorded: datetime | None) -> datetime | None:
+        """R1a: abatementDateTime, abatementPeriod.end, else (string, age ...) the recordedDate."""
+        when = self._iv(r.get("abatementDateTime"))
+        if when is not None:
+            return when[0]
+        period = self._period(r.get("abatementPeriod"))
+        if period is not None and (period[1] or period[0]) is not None:
+            return period[1] or period[0]
+        return recorded
 
     # Observation --------------------------------------------------------------------------
     def observation(self, r: Mapping[str, object]) -> None:
         code = r.get("code")
         matches = self.codes.match_concept(code, OBSERVATION_SETS)
+        mrc_row = self.mrc.lookup(code) if not matches else None
+        if mrc_row is not None:
+            if other_patient(r, "subject", self.patient_id):
+                return
+            if r.get("status") in FINAL_OBSERVATION:
+                self._mrc_grade(r, mrc_row)
+            return
         if not matches or other_patient(r, "subject", self.patient_id):
             return
         if r.get("status") not in FINAL_OBSERVATION:
@@ -512,11 +608,7 @@ class _Extractor:
             if not sets - symptoms:
                 return
         if "mrc-dorsiflexion" in sets:
-            grade = r.get("valueInteger")
-            if isinstance(grade, bool) or not isinstance(grade, int) or not 0 <= grade <= 5:
-                raise MalformedError("MRC grade must be an integer 0-5")
-            if time >= self.oldest:
-                self.facts.grades.append(GradeFact(_ref(r), time, grade, side))
+            self._mrc_grade(r, MrcRow("", "", "ankle-dorsiflexion"))
             return
         if r.get("dataAbsentReason") is not None:
             return
@@ -538,6 +630,28 @@ class _Extractor:
         if present and time >= self.oldest:
             self.facts.findings.append(FindingFact(_ref(r), time, side))
 
+    def _mrc_grade(self, r: Mapping[str, object], row: MrcRow) -> None:
+        """R1b: an MRC grade; side from the mapped row, else bodySite, else bodySite/code text."""
+        time = self._observation_time(r)
+        if time is None:
+            raise MalformedError("observation without a time")
+        parsed = parse_grade(r)
+        if parsed is None:
+            if "valueInteger" in r or "valueQuantity" in r:
+                raise MalformedError("MRC grade must be 0-5")
+            return  # "weak", "normal": not a grade
+        side = row.side
+        if side is None:
+            side, _, site_text = _side_of_sites(self.codes, r.get("bodySite"))
+            if side is None:
+                side = side_from_text(site_text + " " + concept_text(r.get("code")).lower())
+        if time < self.oldest:
+            return
+        grade = GradeFact(_ref(r), time, parsed[0], side, row.movement, parsed[1])
+        self.facts.muscle_grades.append(grade)
+        if row.movement == "ankle-dorsiflexion":
+            self.facts.grades.append(grade)
+
     def _bmi(self, r: Mapping[str, object]) -> None:
         """A BMI in kg/m2 (prevention risk factor); an unreadable one is ignored, never fatal.
 
@@ -557,15 +671,14 @@ class _Extractor:
         if time is not None and self.oldest <= time <= self.now:
             self.facts.bmi.append(BmiFact(_ref(r), time, float(value)))
 
-    @staticmethod
-    def _observation_time(r: Mapping[str, object]) -> datetime | None:
+    def _observation_time(self, r: Mapping[str, object]) -> datetime | None:
         if "effectiveDateTime" in r:
-            value = parse_interval(r.get("effectiveDateTime"))
+            value = self._iv(r.get("effectiveDateTime"))
             return value[1] if value and value[0] != value[1] else (value[0] if value else None)
-        period = period_interval(r.get("effectivePeriod"))
+        period = self._period(r.get("effectivePeriod"))
         if period is not None:
             return period[1] or period[0]
-        issued = parse_interval(r.get("issued"))
+        issued = self._iv(r.get("issued"))
         return issued[0] if issued else None
 
     # Injections ---------------------------------------------------------------------------
@@ -601,6 +714,9 @@ class _Extractor:
         else:
             self.facts.not_im.append(_ref(r))
             return
+        reason_refs, reason_codes = self._reasons(r)
+        request = r.get("request")
+        request_ref = request.get("reference") if isinstance(request, Mapping) else None
         self.facts.injections.append(
             InjectionFact(
                 ref=_ref(r),
@@ -613,6 +729,9 @@ class _Extractor:
                 site_label=site_label,
                 drug=drug,
                 label=label,
+                reason_refs=reason_refs,
+                reason_codes=reason_codes,
+                request_ref=request_ref if isinstance(request_ref, str) else None,
             )
         )
 
@@ -627,9 +746,9 @@ class _Extractor:
         medication = r.get("medicationCodeableConcept")
         drug = concept_text(medication) or None
         if "effectiveDateTime" in r:
-            when = parse_interval(r.get("effectiveDateTime"))
+            when = self._iv(r.get("effectiveDateTime"))
         else:
-            period = period_interval(r.get("effectivePeriod"))
+            period = self._period(r.get("effectivePeriod"))
             when = (period[0], period[0]) if period and period[0] else None
         if maybe_anticoagulant and drug and when is not None:
             self._anticoagulant(r, drug, when[0])
@@ -662,7 +781,7 @@ class _Extractor:
         vaccine = concept_text(r.get("vaccineCode")) or None
         route = r.get("route")
         route_text = (route.get("text") if isinstance(route, Mapping) else None,)
-        when = parse_interval(r.get("occurrenceDateTime"))
+        when = self._iv(r.get("occurrenceDateTime"))
         self._injection(
             r,
             "Immunization",
@@ -677,16 +796,19 @@ class _Extractor:
     def procedure(self, r: Mapping[str, object]) -> None:
         code = r.get("code")
         matches = self.codes.match_concept(code, PROCEDURE_SETS)
-        if not matches or other_patient(r, "subject", self.patient_id):
+        if not matches:
+            self._knee_procedure(r, code)
+            return
+        if other_patient(r, "subject", self.patient_id):
             return
         status = r.get("status")
         if status == "entered-in-error":
             return
         sets = {m.entry.valueset for m in matches}
         if "performedDateTime" in r:
-            when = parse_interval(r.get("performedDateTime"))
+            when = self._iv(r.get("performedDateTime"))
         else:
-            period = period_interval(r.get("performedPeriod"))
+            period = self._period(r.get("performedPeriod"))
             when = (period[0], period[0]) if period and period[0] else None
         label = _label(code, matches)
         if "emg-study" in sets:
@@ -697,10 +819,14 @@ class _Extractor:
                     )
                 )
             return
-        if "competing-hip" in sets:
+        if sets & {"competing-hip", "competing-knee"}:
             if status == "completed" and when is not None:
                 side, _, _ = _side_of_sites(self.codes, r.get("bodySite"))
-                self.facts.hip_procedures.append(HipProcedureFact(_ref(r), when[0], side, label))
+                side = side or concept_side(matches)  # R6a: ICD-10-PCS 4th character
+                group = "hip" if "competing-hip" in sets else "knee"
+                self.facts.hip_procedures.append(
+                    HipProcedureFact(_ref(r), when[0], side, label, group)
+                )
             return
         if status != "completed":
             return
@@ -722,13 +848,32 @@ class _Extractor:
         # CPT 96372 (SC or IM): decided after all MedicationAdministrations are seen.
         self.cpt_procedures.append((r, label))
 
+    def _knee_procedure(self, r: Mapping[str, object], code: object) -> None:
+        """R6a: any completed Procedure on a knee bodySite, or whose code text says "knee"."""
+        if r.get("status") != "completed" or other_patient(r, "subject", self.patient_id):
+            return
+        sites = [m for c in _concepts(r.get("bodySite")) for m in self.codes.match_concept(c, KNEE)]
+        text = concept_text(code).lower() if isinstance(code, Mapping) else ""
+        if not sites and not re.search(r"\bknee\b", text):
+            return
+        if "performedDateTime" in r:
+            when = self._iv(r.get("performedDateTime"))
+        else:
+            period = self._period(r.get("performedPeriod"))
+            when = (period[0], period[0]) if period and period[0] else None
+        if when is None:
+            return
+        side = concept_side(sites) or side_from_text(text)
+        label = concept_text(code) or "Knee procedure"
+        self.facts.hip_procedures.append(HipProcedureFact(_ref(r), when[0], side, label, "knee"))
+
     def _finish_cpt(self) -> None:
         for r, label in self.cpt_procedures:
             when = None
             if "performedDateTime" in r:
-                when = parse_interval(r.get("performedDateTime"))
+                when = self._iv(r.get("performedDateTime"))
             else:
-                period = period_interval(r.get("performedPeriod"))
+                period = self._period(r.get("performedPeriod"))
                 when = (period[0], period[0]) if period and period[0] else None
             route = None
             if _ref(r) in self.ma_im_procedures:
@@ -740,10 +885,22 @@ class _Extractor:
                 self.facts.skipped += 1
 
     # Orders -------------------------------------------------------------------------------
+    def _reasons(self, r: Mapping[str, object]) -> tuple[frozenset[str], Reasons]:
+        """R4a: reasonReference targets and coded reasons (radicular / back-pain value sets)."""
+        coded: list[tuple[str, str]] = []
+        for concept in _concepts(r.get("reasonCode")):
+            matches = self.codes.match_concept(concept, REASON_SETS)
+            coded += [(m.entry.valueset, _label(concept, [m])) for m in matches]
+        return _refs(r.get("reasonReference")), tuple(dict.fromkeys(coded))
+
     def medication_request(self, r: Mapping[str, object]) -> None:
-        """An anticoagulant order: R7c exposure, and (active, by name) a prevention risk factor."""
+        """R4a reasons, R7c exposure, and (active, by name) a prevention anticoagulant."""
         if other_patient(r, "subject", self.patient_id):
             return
+        ref = _ref(r)
+        refs, coded = self._reasons(r)
+        if ref and (refs or coded):
+            self.facts.request_reasons[ref] = (refs, coded)
         self.anticoagulants.add(r, "MedicationRequest")
         if r.get("status") not in ACTIVE_MEDICATION_REQUEST:
             return
@@ -774,7 +931,8 @@ class _Extractor:
         if other_patient(r, "subject", self.patient_id):
             return
         sets = frozenset(m.entry.valueset for m in matches)
-        authored = parse_interval(r.get("authoredOn"))
+        authored = self._iv(r.get("authoredOn"))
+        start, end = self._occurrence(r)
         self.facts.orders.append(
             OrderFact(
                 ref=_ref(r),
@@ -783,30 +941,67 @@ class _Extractor:
                 status=_string(r.get("status")),
                 priority=_string(r.get("priority")),
                 authored=authored[0] if authored else None,
-                occurrence=None,
+                occurrence=start,
                 label=_label(concept, matches),
                 text_afo=says_afo and "ankle-brace" not in sets,
+                occurrence_end=end,
+                side=self._device_side(r, concept),
             )
         )
+
+    def _occurrence(self, r: Mapping[str, object]) -> tuple[datetime | None, datetime | None]:
+        """(start, end) of occurrenceDateTime / occurrencePeriod (R8b recency)."""
+        if "occurrenceDateTime" in r:
+            occ = self._iv(r.get("occurrenceDateTime"))
+            return (occ[0], occ[0]) if occ else (None, None)
+        period = self._period(r.get("occurrencePeriod"))
+        return period if period else (None, None)
+
+    def _device_side(self, r: Mapping[str, object], concept: object) -> str | None:
+        """R8b: AFO side from parameter codes, a bodySite extension, then the text."""
+        concepts: list[object] = []
+        texts: list[str] = [concept_text(concept)]
+        for parameter in _items(r.get("parameter")):
+            if isinstance(parameter, Mapping):
+                concepts += [parameter.get("code"), parameter.get("valueCodeableConcept")]
+        for extension in _items(r.get("extension")):
+            if isinstance(extension, Mapping) and "bodysite" in str(extension.get("url")).lower():
+                concepts.append(extension.get("valueCodeableConcept"))
+        sides: set[str] = set()
+        for item in concepts:
+            for match in self.codes.match_concept(item, SIDE_SETS | SITE_SIDE_SETS):
+                if match.entry.laterality:
+                    sides.add(match.entry.laterality)
+            if isinstance(item, Mapping):
+                texts.append(concept_text(item))
+        for note in _items(r.get("note")):
+            if isinstance(note, Mapping) and isinstance(note.get("text"), str):
+                texts.append(note["text"])
+        if "bilateral" in sides or {"left", "right"} <= sides:
+            return "bilateral"
+        if sides:
+            return sides.pop()
+        return side_from_text(" ".join(t for t in texts if t))
 
     def service_request(self, r: Mapping[str, object]) -> None:
         code = r.get("code")
         matches = self.codes.match_concept(code, SERVICE_REQUEST_SETS)
         if not matches or other_patient(r, "subject", self.patient_id):
             return
-        authored = parse_interval(r.get("authoredOn"))
+        authored = self._iv(r.get("authoredOn"))
+        occurrence_end = self._occurrence(r)[1]
         if "occurrenceDateTime" in r:
-            occ = parse_interval(r.get("occurrenceDateTime"))
+            occ = self._iv(r.get("occurrenceDateTime"))
             occurrence = occ[0] if occ else None
         else:
-            period = period_interval(r.get("occurrencePeriod"))
+            period = self._period(r.get("occurrencePeriod"))
             occurrence = period[0] if period else None
             if occurrence is None:
                 timing = r.get("occurrenceTiming")
                 if isinstance(timing, Mapping):
                     events = timing.get("event")
                     if isinstance(events, list) and events:
-                        occurrence = (parse_interval(events[0]) or (None,))[0]
+                        occurrence = (self._iv(events[0]) or (None,))[0]
         self.facts.orders.append(
             OrderFact(
                 ref=_ref(r),
@@ -817,6 +1012,7 @@ class _Extractor:
                 authored=authored[0] if authored else None,
                 occurrence=occurrence,
                 label=_label(code, matches),
+                occurrence_end=occurrence_end,
             )
         )
 
@@ -831,7 +1027,7 @@ class _Extractor:
         reasons = _refs(r.get("reasonReference"))
         if not follow and not reasons:
             return
-        start = parse_interval(r.get("start"))
+        start = self._iv(r.get("start"))
         self.facts.appointments.append(
             AppointmentFact(
                 ref=_ref(r),
@@ -859,13 +1055,31 @@ class _Extractor:
 
 
 def extract_facts(
-    resources: Iterable[object], content: Content, patient_id: str, now: datetime
+    resources: Iterable[object],
+    content: Content,
+    patient_id: str,
+    now: datetime,
+    site_zone: tzinfo = UTC,
+    mrc: MrcCodes | None = None,
 ) -> Facts:
-    """Read every resource once; irrelevant ones cost a code look-up, malformed ones are counted."""
-    extractor = _Extractor(content, patient_id, now)
-    for resource in resources:
-        extractor.add(resource)
-    extractor._finish_cpt()
+    """Read every resource once; irrelevant ones cost a code look-up, malformed ones are counted.
+
+    Date-only values are read in the injection's offset (R0a, :func:`localtime.injection_zone`).
+    """
+    resources = resources if isinstance(resources, list | tuple) else list(resources)
+    mrc = mrc or MrcCodes(content.mrc_rows)
+
+    def read(zone: tzinfo) -> _Extractor:
+        extractor = _Extractor(content, patient_id, now, zone, site_zone, mrc)
+        for resource in resources:
+            extractor.add(resource)
+        extractor._finish_cpt()
+        return extractor
+
+    extractor = read(site_zone)
+    zone = injection_zone(((i.time, i.day_only) for i in extractor.facts.injections), site_zone)
+    if zone is not site_zone and extractor.saw_date_only:
+        extractor = read(zone)  # R0a: date-only values in the injection's offset
     extractor.facts.exposures = extractor.anticoagulants.finish()
     return _in_canonical_order(extractor.facts)
 
@@ -877,6 +1091,7 @@ def _in_canonical_order(facts: Facts) -> Facts:
         "injections",
         "not_im",
         "grades",
+        "muscle_grades",
         "findings",
         "orders",
         "appointments",
@@ -890,6 +1105,17 @@ def _in_canonical_order(facts: Facts) -> Facts:
         items = getattr(facts, name)
         items.sort(key=lambda item: (str(getattr(item, "ref", "")), repr(item)))
     return facts
+
+
+def _seventh(matches: Sequence[Match]) -> str | None:
+    """The 7th character (A initial, D subsequent, S sequela) of a matched ICD-10-CM injury code."""
+    for m in matches:
+        if m.entry.system != "icd10cm":
+            continue
+        code = m.code.replace(".", "").upper()
+        if len(code) == 7 and code[0] in "ST" and code[-1] in "ADSBC":
+            return code[-1]
+    return None
 
 
 def _string(value: object) -> str | None:

@@ -7,8 +7,15 @@ from dataclasses import dataclass
 from datetime import date, datetime
 
 from cds_service.domain.content import Thresholds
+from cds_service.domain.dedup import afo_side_matches, counts, suppresses
 from cds_service.domain.facts import Facts, GradeFact, OrderFact
 from cds_service.domain.pathways.base import RedFlag
+from cds_service.domain.recovery import (
+    Recovery,
+    assess_recovery,
+    escalation_stage,
+    needs_regrade,
+)
 from cds_service.domain.rules import Assessment
 
 OPEN = frozenset({"active", "draft", "on-hold"})
@@ -32,6 +39,7 @@ class Existing:
     label: str
     when: datetime | None
     status: str | None
+    side: str | None = None  # R8b: the AFO's side, when stated
 
 
 @dataclass(frozen=True)
@@ -44,19 +52,10 @@ class Plan:
     ankle_braces: tuple[OrderFact, ...] = ()
     stage: str | None = None  # SURGICAL_EARLY | SURGICAL_DECISION | TENDON_TRANSFER
     grades: tuple[GradeFact, ...] = ()
-
-
-def _day(moment: datetime) -> datetime:
-    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
-
-
-def _on_file(order: OrderFact, since: datetime) -> bool:
-    """Open (active/draft/on-hold), or completed and authored on or after ``since``'s date."""
-    if order.status in OPEN:
-        return True
-    return (
-        order.status == "completed" and order.authored is not None and order.authored >= _day(since)
-    )
+    recovery: Recovery | None = None  # R8a
+    regrade: bool = False  # R8a: escalation due by time, no usable grade
+    afo_side_unknown: bool = False  # R8b: an AFO on file without a stated side
+    repeat_emg_held: bool = False  # R8a: last study > 90 d old, but recovery is documented
 
 
 def post_onset_grades(facts: Facts, assessment: Assessment) -> list[GradeFact]:
@@ -74,38 +73,78 @@ def post_onset_grades(facts: Facts, assessment: Assessment) -> list[GradeFact]:
     )
 
 
-def plan_attribution(facts: Facts, assessment: Assessment, now: datetime, t: Thresholds) -> Plan:
-    """Suggestions for a non-red-flag card, with de-duplication (R8)."""
+def plan_attribution(
+    facts: Facts,
+    assessment: Assessment,
+    now: datetime,
+    t: Thresholds,
+    *,
+    young_child: bool = False,
+) -> Plan:
+    """Suggestions for a non-red-flag card, with recovery (R8a) and de-duplication (R8b)."""
     inj_time = assessment.injection.time
     orders = facts.orders
     existing: list[Existing] = []
     suggest: list[str] = []
+    side = assessment.trigger.side
+    grades = post_onset_grades(facts, assessment)
+    condition = assessment.trigger.condition
+    recovery = assess_recovery(
+        grades,
+        assessment.anchor,
+        now,
+        t,
+        young_child=young_child,
+        condition_current=condition is not None and condition.current,
+    )
+    if recovery.state == "recovered":
+        return Plan(suggest=(), existing=(), grades=tuple(grades), recovery=recovery)
 
     def found(what: str, order: OrderFact) -> None:
-        existing.append(Existing(what, order.ref, order.label, order.authored, order.status))
+        when = order.occurrence_end or order.authored
+        existing.append(Existing(what, order.ref, order.label, when, order.status, order.side))
 
-    # AFO
-    afo = [
-        o
-        for o in orders
-        if o.resource == "DeviceRequest"
-        and ("afo-existing" in o.valuesets or o.text_afo)
-        and _on_file(o, inj_time)
-    ]
+    def newest_first(items: list[OrderFact]) -> list[OrderFact]:
+        return sorted(items, key=lambda o: (o.authored is None, -(o.authored or now).timestamp()))
+
+    # AFO (R8b: status, recency, side)
+    afo_side_unknown = False
+    afo: OrderFact | None = None
+    for o in newest_first(
+        [
+            o
+            for o in orders
+            if o.resource == "DeviceRequest" and ("afo-existing" in o.valuesets or o.text_afo)
+        ]
+    ):
+        if not suppresses(
+            o, now, inj_time, completed_within=t.afo_completed_recent, draft_recent=t.draft_recent
+        ):
+            continue
+        same = afo_side_matches(o, side, inj_time)
+        if same is False:
+            continue
+        afo = o
+        afo_side_unknown = same is None and side in ("left", "right")
+        break
     braces = tuple(
         o
         for o in orders
-        if o.resource == "DeviceRequest" and "ankle-brace" in o.valuesets and not afo
+        if o.resource == "DeviceRequest" and "ankle-brace" in o.valuesets and afo is None
     )
-    if afo:
-        found("AFO", afo[0])
-    else:
+    if afo is not None:
+        found("AFO", afo)
+    elif recovery.afo_needed:
         suggest.append("AFO")
     # PT
     pt = [
         o
-        for o in orders
-        if o.resource == "ServiceRequest" and "pt-existing" in o.valuesets and _on_file(o, inj_time)
+        for o in newest_first(orders)
+        if o.resource == "ServiceRequest"
+        and "pt-existing" in o.valuesets
+        and suppresses(
+            o, now, inj_time, completed_within=t.pt_completed_recent, draft_recent=t.draft_recent
+        )
     ]
     if pt:
         found("PT_REFERRAL", pt[0])
@@ -116,6 +155,7 @@ def plan_attribution(facts: Facts, assessment: Assessment, now: datetime, t: Thr
     not_before = (anchor + t.emg_not_before).date()
     today = now.date()
     qualifying: OrderFact | None = None
+    stale: OrderFact | None = None
     baseline: list[OrderFact] = []
     for o in orders:
         if o.resource == "Procedure" and "emg-study" in o.valuesets and o.occurrence is not None:
@@ -123,22 +163,27 @@ def plan_attribution(facts: Facts, assessment: Assessment, now: datetime, t: Thr
                 qualifying = qualifying or o
             elif o.occurrence.date() < not_before:
                 baseline.append(o)
+            else:
+                stale = stale or o
         elif o.resource == "ServiceRequest" and o.valuesets & {
             "emg-referral-existing",
             "emg-study",
         }:
-            if o.authored is not None and o.authored < _day(inj_time):
+            if not counts(o, now, t.draft_recent):
+                continue  # R8b: revoked, cancelled, entered-in-error, old drafts never count
+            if o.authored is not None and o.authored.date() < inj_time.date():
                 baseline.append(o)
                 continue
             if o.occurrence is not None and o.occurrence.date() < not_before:
                 baseline.append(o)
                 continue
-            if o.status in OPEN or (
-                o.status == "completed"
-                and o.occurrence is not None
-                and now - o.occurrence <= t.emg_recent
+            if o.status != "completed" or (
+                o.occurrence is not None and now - o.occurrence <= t.emg_recent
             ):
                 qualifying = qualifying or o
+            else:
+                stale = stale or o
+    repeat_held = False
     if qualifying is not None:
         existing.append(
             Existing(
@@ -149,6 +194,8 @@ def plan_attribution(facts: Facts, assessment: Assessment, now: datetime, t: Thr
                 qualifying.status,
             )
         )
+    elif stale is not None and not recovery.allows_escalation:
+        repeat_held = True  # R8a: a repeat study needs "no recovery"
     else:
         suggest.append("EMG_NCS")
     # follow-up
@@ -157,13 +204,15 @@ def plan_attribution(facts: Facts, assessment: Assessment, now: datetime, t: Thr
         for o in orders
         if o.resource == "ServiceRequest"
         and "follow-up-existing" in o.valuesets
-        and o.status in OPEN
+        and counts(o, now, t.draft_recent)
+        and o.status != "completed"
     ]
     appointments = [
         a
         for a in facts.appointments
         if a.status in FUTURE_APPOINTMENT
-        and (a.start is None or a.start >= now)
+        and a.start is not None
+        and a.start >= now
         and (a.follow_up or assessment.trigger.ref in a.reason_refs)
     ]
     if follow:
@@ -173,9 +222,8 @@ def plan_attribution(facts: Facts, assessment: Assessment, now: datetime, t: Thr
         existing.append(Existing("FOLLOW_UP", a.ref, "Follow-up appointment", a.start, a.status))
     else:
         suggest.append("FOLLOW_UP")
-    # escalation
-    grades = post_onset_grades(facts, assessment)
-    stage = escalation_stage(assessment, grades, now, t)
+    # escalation (R8a: only without recovery)
+    stage = escalation_stage(recovery, grades, anchor, now, t)
     if stage is not None:
         dedup_set = (
             "orthopaedic-existing" if stage == "TENDON_TRANSFER" else "nerve-surgery-existing"
@@ -183,7 +231,16 @@ def plan_attribution(facts: Facts, assessment: Assessment, now: datetime, t: Thr
         on_file = [
             o
             for o in orders
-            if o.resource == "ServiceRequest" and dedup_set in o.valuesets and _on_file(o, inj_time)
+            if o.resource == "ServiceRequest"
+            and dedup_set in o.valuesets
+            and suppresses(
+                o,
+                now,
+                inj_time,
+                completed_within=None,
+                draft_recent=t.draft_recent,
+                open_since=False,
+            )
         ]
         if on_file:
             found(stage, on_file[0])
@@ -201,37 +258,11 @@ def plan_attribution(facts: Facts, assessment: Assessment, now: datetime, t: Thr
         ankle_braces=braces,
         stage=stage,
         grades=tuple(grades),
+        recovery=recovery,
+        regrade=needs_regrade(recovery, anchor, now, t),
+        afo_side_unknown=afo_side_unknown,
+        repeat_emg_held=repeat_held,
     )
-
-
-def escalation_stage(
-    assessment: Assessment, grades: Sequence[GradeFact], now: datetime, t: Thresholds
-) -> str | None:
-    """SURGICAL_REFERRAL stage by time since the anchor and MRC grades (R8), or None."""
-    elapsed = now - assessment.anchor
-    still_current = (
-        assessment.trigger.condition is not None and assessment.trigger.condition.current
-    )
-    latest = grades[-1] if grades else None
-    if elapsed >= t.tendon_transfer:
-        if (latest is not None and latest.grade <= t.no_recovery_max_grade) or (
-            latest is None and still_current
-        ):
-            return "TENDON_TRANSFER"
-        return None
-    if elapsed >= t.surgical_decision:
-        if latest is None:
-            return "SURGICAL_DECISION" if still_current else None
-        first = grades[0]
-        no_recovery = latest.grade <= t.no_recovery_max_grade or (
-            latest.grade <= 3 and latest.grade - first.grade < t.recovery_min_gain
-        )
-        return "SURGICAL_DECISION" if no_recovery else None
-    if elapsed >= t.early_referral:
-        late = [g for g in grades if g.time >= assessment.anchor + t.early_referral]
-        if late and late[-1].grade <= t.early_referral_max_grade:
-            return "SURGICAL_EARLY"
-    return None
 
 
 def plan_red_flags(facts: Facts, flags: Sequence[RedFlag], now: datetime, t: Thresholds) -> Plan:

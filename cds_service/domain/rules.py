@@ -15,6 +15,13 @@ from datetime import datetime, timedelta
 
 from cds_service.domain.codes import sides_compatible
 from cds_service.domain.content import COMPETING_VALUESETS, Thresholds
+from cds_service.domain.episodes import (
+    abatement_blocks,
+    blocked,
+    preexisting_sides,
+    starts_event,
+    tied_links,
+)
 from cds_service.domain.facts import (
     UNCERTAIN_VERIFICATION,
     ConditionFact,
@@ -22,8 +29,15 @@ from cds_service.domain.facts import (
     GradeFact,
     InjectionFact,
 )
+from cds_service.domain.indication import (
+    could_precede,
+    is_supporting,
+    reason_codes,
+    reason_refs,
+)
 
 RANK = {"info": 1, "warning": 2, "critical": 3}
+RADICULAR = "competing-radicular"
 GLUTEAL = frozenset({"gluteal", "ventrogluteal"})
 REMOTE = frozenset({"upper_limb", "thigh"})
 HAEMATOMA_SITE_WORDS = ("buttock", "gluteal", "gluteus", "hip", "thigh")
@@ -78,32 +92,29 @@ def condition_triggers(facts: Facts, now: datetime) -> list[Trigger]:
     return out
 
 
-def _blocked_sides(facts: Facts) -> set[str]:
-    """Sides whose foot-drop Condition is refuted, entered-in-error, resolved or inactive."""
-    blocked: set[str] = set()
-    for c in facts.conditions:
-        if "footdrop-trigger" in c.valuesets and not c.current:
-            blocked |= _sides(c.side) if c.side else {"left", "right", "unknown"}
-    return blocked
-
-
 def observation_triggers(
     facts: Facts, conditions: Sequence[Trigger], injection: InjectionFact, t: Thresholds
 ) -> list[Trigger]:
-    """Observation triggers usable with this injection (R1), for sides without a Condition."""
-    blocked = _blocked_sides(facts)
+    """Observation triggers usable with this injection (R1), for sides without a Condition.
+
+    A resolved / inactive foot-drop Condition blocks Observations of its own side dated on or
+    before its abatement date only (R1a); refuted / entered-in-error ones block that side.
+    """
+    blocks = abatement_blocks(facts)
     covered: set[str] = set()
     for trig in conditions:
         covered |= _sides(trig.side)
 
-    def usable(side: str | None) -> bool:
+    def usable(side: str | None, when: datetime) -> bool:
+        if blocked(blocks, side, when):
+            return False
         if side is None:
-            return not conditions and "unknown" not in blocked and not blocked
-        return side not in covered and side not in blocked
+            return not conditions
+        return side not in covered
 
     out: list[Trigger] = []
     for f in facts.findings:
-        if usable(f.side):
+        if usable(f.side, f.time):
             out.append(
                 Trigger(f.ref, "finding", "Foot drop finding (Observation)", f.side, None, f.time)
             )
@@ -112,16 +123,14 @@ def observation_triggers(
         if g.side is not None:
             by_side.setdefault(g.side, []).append(g)
     for side, grades in by_side.items():
-        if not usable(side):
-            continue
         weak = sorted((g for g in grades if g.grade <= t.mrc_trigger_max), key=lambda g: g.time)
         if any(g.time < injection.time for g in weak):
             continue  # a weak grade before the injection: pre-existing
-        after = [g for g in weak if g.time >= injection.time]
+        after = [g for g in weak if g.time >= injection.time and usable(side, g.time)]
         if after:
             g = after[0]
             out.append(
-                Trigger(g.ref, "grade", f"MRC dorsiflexion grade {g.grade}/5", side, None, g.time)
+                Trigger(g.ref, "grade", f"MRC dorsiflexion grade {g.text}", side, None, g.time)
             )
     return out
 
@@ -131,7 +140,7 @@ def observation_triggers(
 
 @dataclass(frozen=True)
 class Competing:
-    group: str  # radicular | hip | stroke | gbs | diabetic-mononeuropathy | mnd | ms | local-trauma
+    group: str  # radicular | indication | hip | knee | fibular-head | stroke | gbs | mnd | ms ...
     ref: str
     label: str
     onset: datetime | None
@@ -179,6 +188,13 @@ def _window(c: ConditionFact, onset_lo: datetime, onset_hi: datetime, t: Thresho
     )
 
 
+def _shown(c: ConditionFact) -> datetime | None:
+    """The onset date shown for a Condition: the start of a date-only onset, else its latest."""
+    if c.has_onset and c.onset_lo is not None:
+        return c.onset_lo
+    return c.onset_hi
+
+
 def competing_causes(
     facts: Facts, trig: Trigger, inj: InjectionFact, t: Thresholds
 ) -> tuple[list[Competing], list[tuple[str, str]]]:
@@ -189,19 +205,52 @@ def competing_causes(
     out: list[Competing] = []
     named: list[tuple[str, str]] = []
     seen_named: set[str] = set()
+    reasons = reason_refs(facts, inj)
+    # R4a: a coded reason of the injection (or of its MedicationRequest)
+    for valueset, label in reason_codes(facts, inj):
+        if valueset == RADICULAR:
+            out.append(Competing("indication", inj.ref, label, None))
+        elif valueset in ("radicular-back-pain", "radicular-annulus"):
+            named.append(("note-back-pain-reason", label))
+    leg_pain_sides = [
+        c.side
+        for c in facts.conditions
+        if not c.refuted and c.valuesets & {"radiating-pain", RADICULAR}
+    ]
     for c in facts.conditions:
         if c.refuted or not c.valuesets & COMPETING_VALUESETS:
             continue
         same_side = sides_compatible(c.side, side)
-        before_injection = c.onset_hi is not None and c.onset_hi <= inj.time
         sets = c.valuesets
-        if c.current and "competing-radicular" in sets and same_side and before_injection:
-            out.append(Competing("radicular", c.ref, c.label, c.onset_hi))
+        if RADICULAR in sets:
+            if c.ref in reasons:
+                out.append(Competing("indication", c.ref, c.label, _shown(c)))
+            elif c.current and same_side and could_precede(c, inj):
+                out.append(Competing("radicular", c.ref, c.label, _shown(c)))
+        if "radicular-annulus" in sets and c.current and same_side:
+            with_leg_pain = any(sides_compatible(s, c.side) for s in leg_pain_sides)
+            if with_leg_pain and (c.ref in reasons or could_precede(c, inj)):
+                out.append(Competing("radicular", c.ref, c.label, _shown(c)))
+        back_pain = "radicular-back-pain" in sets and c.ref not in seen_named
+        if back_pain and (c.ref in reasons or could_precede(c, inj)):
+            seen_named.add(c.ref)
+            named.append(("note-back-pain-reason", c.label))
+        if "joint-aftercare" in sets and c.current and c.ref not in seen_named:
+            seen_named.add(c.ref)
+            named.append(("note-joint-aftercare", c.label))
+        if c.current and "competing-knee" in sets and same_side and _window(c, fd_lo, fd_hi, t):
+            out.append(Competing("knee", c.ref, c.label, _shown(c)))
+        if "fibular-head-risk" in sets and c.current and same_side:
+            bariatric = any(m.entry.tag == "bariatric" for m in c.in_set("fibular-head-risk"))
+            limit = t.bariatric_recent if bariatric else t.fibular_head_recent
+            first = c.onset_hi if c.has_onset else (c.recorded or c.onset_hi)
+            if first is not None and fd_lo - limit <= first <= fd_hi:
+                out.append(Competing("fibular-head", c.ref, c.label, first))
         if c.current and "competing-hip" in sets and same_side and _window(c, fd_lo, fd_hi, t):
-            out.append(Competing("hip", c.ref, c.label, c.onset_hi))
+            out.append(Competing("hip", c.ref, c.label, _shown(c)))
         if "competing-stroke" in sets:
             if c.current and _window(c, fd_lo, fd_hi, t):
-                out.append(Competing("stroke", c.ref, c.label, c.onset_hi))
+                out.append(Competing("stroke", c.ref, c.label, _shown(c)))
             elif c.ref not in seen_named:
                 named.append(("note-previous-stroke", c.label))
                 seen_named.add(c.ref)
@@ -213,57 +262,76 @@ def competing_causes(
             else:
                 named.append(("note-previous-stroke", c.label))
         if c.current and "competing-gbs" in sets and _window(c, fd_lo, fd_hi, t):
-            out.append(Competing("gbs", c.ref, c.label, c.onset_hi))
+            out.append(Competing("gbs", c.ref, c.label, _shown(c)))
         if "polyneuropathy" in sets and c.current:
             named.append(("note-polyneuropathy", c.label))
         if "diabetic-mononeuropathy" in sets and c.current:
             if c.onset_hi is not None and c.onset_hi <= inj.time:
-                out.append(Competing("diabetic-mononeuropathy", c.ref, c.label, c.onset_hi))
+                out.append(Competing("diabetic-mononeuropathy", c.ref, c.label, _shown(c)))
             else:
                 named.append(("note-same-event", c.label))
         if c.current and "competing-mnd" in sets:
-            out.append(Competing("mnd", c.ref, c.label, c.onset_hi))
+            out.append(Competing("mnd", c.ref, c.label, _shown(c)))
         if c.current and "competing-ms" in sets:
-            out.append(Competing("ms", c.ref, c.label, c.onset_hi))
+            out.append(Competing("ms", c.ref, c.label, _shown(c)))
         if (
             c.current
             and "competing-local-trauma" in sets
             and same_side
             and _window(c, fd_lo, fd_hi, t)
         ):
-            out.append(Competing("local-trauma", c.ref, c.label, c.onset_hi))
+            out.append(Competing("local-trauma", c.ref, c.label, _shown(c)))
     for p in facts.hip_procedures:
         if (
             sides_compatible(p.side, side)
             and fd_lo - t.competing_recent_before <= p.time <= fd_hi + t.competing_recent_after
         ):
-            out.append(Competing("hip", p.ref, p.label, p.time))
+            out.append(Competing(p.group, p.ref, p.label, p.time))
     return out, named
 
 
-def _links(facts: Facts, trig: Trigger, inj: InjectionFact) -> list[str]:
-    out = []
-    day_start = inj.time.replace(hour=0, minute=0, second=0, microsecond=0)
-    for c in facts.conditions:
-        recent = c.onset_hi is None or c.onset_hi >= day_start
-        if "link-code" in c.valuesets and not c.refuted and recent:
-            out.append(c.label)
-    if trig.condition is not None and inj.ref and inj.ref in trig.condition.evidence_refs:
-        out.append(trig.label)
-    return out
+def _links(facts: Facts, trig: Trigger, inj: InjectionFact, t: Thresholds) -> list[str]:
+    """Link codes tied to this pair (R1a): by Reference, or within +-2 calendar days."""
+    evidence = trig.condition.evidence_refs if trig.condition is not None else frozenset()
+    onset = trig.lo if trig.lo is not None else trig.hi
+    return tied_links(facts, trig.ref, trig.label, onset, evidence, inj, t.link_code_within)
+
+
+def _pre_existing(facts: Facts, trig: Trigger, inj: InjectionFact) -> bool:
+    """R1a: the trigger belongs to a foot-drop event of its side that began before ``inj``.
+
+    A trigger whose onset lies after that event's abatement date starts a new event.
+    """
+    if not starts_event(trig.condition):
+        return True  # sequela / subsequent-encounter codes never start an attribution
+    old = preexisting_sides(facts, inj)
+    if not old:
+        return False
+    onset = trig.lo if trig.lo is not None else trig.hi
+
+    def same_event(side: str) -> bool:
+        if side not in old:
+            return False
+        until = old[side]
+        return until is None or onset.date() <= until.date()
+
+    if trig.side == "bilateral":
+        return same_event("left") and same_event("right")
+    if trig.side is None:
+        return any(same_event(side) for side in old)  # belongs to the overlapping lateral event
+    return same_event(trig.side)
 
 
 def _radiating(facts: Facts, trig: Trigger, inj: InjectionFact, t: Thresholds) -> list[str]:
+    """Radiating pain supporting the injury (R4a): begins after t, within 24 h, not the reason."""
+    reasons = reason_refs(facts, inj)
     out = []
     for c in facts.conditions:
-        if "radiating-pain" not in c.valuesets or c.refuted or not c.has_onset:
+        if "radiating-pain" not in c.valuesets or c.refuted:
             continue
-        if c.onset_hi is None or c.onset_hi < inj.time:
+        if not sides_compatible(c.side, trig.side):
             continue
-        lo = c.onset_lo or c.onset_hi
-        if lo <= inj.time + t.radiating_pain_after_injection and sides_compatible(
-            c.side, trig.side
-        ):
+        if is_supporting(c, inj, reasons, t.radiating_pain_after_injection):
             out.append(c.label)
     return out
 
@@ -287,6 +355,8 @@ def assess_pair(
     """R3 site, R4 window, R5 side and R6 competing causes for one pair; None = no attribution."""
     if trig.hi < inj.time:
         return None  # the foot drop began before the injection
+    if _pre_existing(facts, trig, inj):
+        return None  # R1a: the same event as a foot drop that pre-dates the injection
     caps: list[str] = []
     notes: list[str] = []
     # R3 site
@@ -302,7 +372,7 @@ def assess_pair(
     # R4 window
     delta = trig.hi - inj.time
     width = trig.onset_known_width
-    links = _links(facts, trig, inj)
+    links = _links(facts, trig, inj, t)
     radiating: list[str] = []
     anticoagulation: list[str] = []
     if width is not None and width <= t.onset_known_within:

@@ -9,6 +9,7 @@ line, column, problem), since everything else would only be its follow-on errors
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import jsonschema
 import yaml
 
 from cds_service.domain.content import Content, ContentError, build_content
+from cds_service.domain.mrc import MrcRow, parse_mrc_codes
 
 __all__ = [
     "YAML_LOADER",
@@ -321,6 +323,32 @@ def load_content(directory: Path, documents: Mapping[str, Any] | None = None) ->
     except ContentError as exc:
         problems.extend(p for p in exc.problems if p not in problems)
     else:
+        rows = _mrc_rows(directory / MRC_CODES_FILE, problems, required=False)
         if not problems:
-            return content
+            return dataclasses.replace(content, mrc_rows=rows)
     raise ContentError(problems)
+
+
+#: The site's MRC flowsheet-code mapping (R1b), next to the other content files.
+MRC_CODES_FILE = "mrc_codes.yaml"
+
+
+def _mrc_rows(path: Path, problems: list[str], *, required: bool) -> tuple[MrcRow, ...]:
+    if not path.is_file():
+        if required:
+            problems.append(f"{path}: missing")
+        return ()
+    try:
+        return parse_mrc_codes(yaml.safe_load(path.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError) as exc:
+        problems.append(f"{path.name}: {' '.join(str(exc).split())[:200]}")
+        return ()
+
+
+def load_mrc_codes(path: Path) -> tuple[MrcRow, ...]:
+    """The rows of a site MRC mapping file; ContentError (one problem) when missing or invalid."""
+    problems: list[str] = []
+    rows = _mrc_rows(Path(path), problems, required=True)
+    if problems:
+        raise ContentError(problems)
+    return rows

@@ -10,6 +10,7 @@ from cds_service.config import Settings
 from cds_service.domain.engine import Evaluation, Policy, evaluate_patient_view
 from cds_service.domain.prevention import evaluate_prevention
 from cds_service.domain.request import HookRequest
+from cds_service.edge.content import load_mrc_codes
 from cds_service.web.hooks import Handler
 
 FOOTDROP_SERVICE_ID = "footdrop-im-injection"
@@ -19,7 +20,12 @@ SITE_SIGN_SERVICE_ID = "im-injection-site-sign"
 
 def build_handlers(content: Any, settings: Settings) -> dict[str, Handler]:
     """Handlers by service id; discovery (services.yaml) names which ids exist."""
-    policy = Policy(order_intent=settings.order_intent)
+    policy = Policy(
+        order_intent=settings.order_intent,
+        site_time_zone=settings.site_timezone,
+        mrc_code_system=settings.mrc_code_system,
+        mrc_rows=load_mrc_codes(settings.mrc_codes_file) if settings.mrc_codes_file else None,
+    )
 
     def patient_view(
         request: HookRequest, resources: Sequence[Mapping[str, Any]], now: datetime

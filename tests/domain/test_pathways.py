@@ -113,7 +113,7 @@ def test_afp_from_another_lower_limb_muscle_grade():
     quad = mrc(2, "2025-06-12T09:00:00Z")
     quad["code"] = concept("http://example.org/fhir/CodeSystem/footdrop-cds-local", "x")
     facts = extract_facts([patient("2018-01-01")], content(), PID, NOW)
-    facts.grades.append(GradeFact("Observation/q", NOW, 2, "left", movement="knee-extension"))
+    facts.muscle_grades.append(GradeFact("Observation/q", NOW, 2, "left", movement="knee-extension"))
     assert {f.kind for f in run_pathways(facts, NOW, content()).flags} == {"afp"}
 
 
@@ -356,7 +356,7 @@ def test_progression_in_a_second_muscle_group_on_anticoagulation():
     """R7f: anticoagulated, a second muscle group newly weak on the same side flags."""
     resources = [condition(), im_procedure(), statement()]
     facts = extract_facts(resources, content(), PID, NOW)
-    facts.grades += [
+    facts.muscle_grades += [
         GradeFact(
             "Observation/e1", datetime(2025, 6, 11, 15, tzinfo=UTC), 5, "left", "ankle-eversion"
         ),

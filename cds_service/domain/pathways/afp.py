@@ -38,7 +38,7 @@ def weakness_evidence(
 ) -> list[Weakness]:
     """Every current weakness item of R7a: triggers, other lower-limb MRC <= 3, table R7a codes."""
     out = [Weakness(trig.ref, trig.label, trig.side, trig.lo, trig.hi) for trig in triggers]
-    for g in facts.grades:  # other muscles, and a dorsiflexion grade without a side (any side)
+    for g in facts.muscle_grades:  # other muscles; dorsiflexion without a side
         if (g.movement != DORSIFLEXION or g.side is None) and g.grade <= t.mrc_trigger_max:
             out.append(Weakness(g.ref, f"MRC {g.movement} grade {g.grade}/5", g.side, None, g.time))
     for c in facts.conditions:

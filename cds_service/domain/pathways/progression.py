@@ -121,7 +121,7 @@ def progressive_weakness(
 def _second_muscle(facts: Facts, side: str, floor: datetime) -> tuple[GradeFact, GradeFact] | None:
     """A second muscle group newly weak on ``side``: a grade >= 4 then, after the onset, <= 3."""
     others = sorted(
-        (g for g in facts.grades if g.side == side and g.movement != DORSIFLEXION),
+        (g for g in facts.muscle_grades if g.side == side and g.movement != DORSIFLEXION),
         key=lambda g: (g.time, g.ref),
     )
     for i, later in enumerate(others):
