@@ -54,13 +54,14 @@ def at_fixture_time(clock):
     return clock
 
 
-def test_first_page_without_fhir_server_is_412_not_a_routine_card(client, at_fixture_time):
+def test_first_page_without_fhir_server_is_412_not_a_routine_card(
+    client, at_fixture_time, fetch_causes
+):
     """Without a fhirServer to fetch the rest, an incomplete required key is 412, named."""
     response = client.post(f"/cds-services/{FOOTDROP}", json=_first_page_only(None))
     assert response.status_code == 412
-    details = response.get_json()["details"]
-    assert len(details) == 1 and details[0].startswith("conditions: ")
-    assert "incomplete" in details[0]
+    assert response.get_json()["details"] == ["conditions: unavailable"]
+    assert "incomplete" in fetch_causes[-1]["conditions"]  # the precise cause is in the log
 
 
 def _closed_port() -> int:
