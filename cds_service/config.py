@@ -52,6 +52,9 @@ class Settings:
     fhir_max_workers: int = 64
     allow_insecure_fhir: bool = False
     log_level: str = "INFO"
+    proxy: str = "auto"
+    nginx: str = "nginx"
+    client_timeout_seconds: float = 10.0
 
     @property
     def is_production(self) -> bool:
@@ -126,6 +129,9 @@ class Settings:
             log_level=read.choice(
                 "CDS_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"), upper=True
             ),
+            proxy=read.choice("CDS_PROXY", "auto", ("auto", "nginx", "off")),
+            nginx=read.text("CDS_NGINX", "nginx"),
+            client_timeout_seconds=read.seconds("CDS_CLIENT_TIMEOUT_SECONDS", 10.0),
         )
         if settings.auth:
             problems.extend(settings.jwt_problems())
@@ -213,6 +219,9 @@ class _Reader:
             self.problems.append(f"{name} must be {' or '.join(allowed)}, not {raw!r}")
             return default
         return value
+
+    def text(self, name: str, default: str) -> str:
+        return self._raw(name) or default
 
     def csv(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
         raw = self._raw(name)
