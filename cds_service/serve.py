@@ -159,23 +159,45 @@ def _test_nginx_conf(nginx_command: list[str]) -> None:
         raise OperatorError(f"nginx refused its configuration: {reason}")
 
 
-def _child_setup(parent: int) -> Callable[[], None]:
-    """In each child before exec: default signal mask, SIGTERM when the supervisor dies."""
-    libc: ctypes.CDLL | None
+def _libc() -> ctypes.CDLL | None:
+    """The C library when it has ``prctl`` (Linux), else None."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl  # noqa: B018 - Linux only
+        libc.prctl  # noqa: B018 - raises AttributeError where there is no prctl
     except (OSError, AttributeError):
-        libc = None
+        return None
+    return libc
+
+
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def _child_setup(parent: int) -> Callable[[], None]:
+    """In each child before exec: default signal mask, SIGTERM when the supervisor dies."""
+    libc = _libc()
 
     def setup() -> None:
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
         if libc is not None:
-            libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+            libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
         if os.getppid() != parent:  # the supervisor died before prctl
             os._exit(1)
 
     return setup
+
+
+def _own_children() -> list[int]:
+    """Every process whose parent is this one (from /proc; empty where there is none)."""
+    me = str(os.getpid())
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if (entry / "stat").read_text().rsplit(")", 1)[1].split()[1] == me:
+                found.append(int(entry.name))
+        except (OSError, IndexError):
+            continue
+    return found
 
 
 class Supervisor:
@@ -188,6 +210,11 @@ class Supervisor:
         self.exit_codes: dict[str, int] = {}
 
     def run(self) -> int:
+        libc = _libc()
+        if libc is not None:
+            # An nginx worker outlives a killed nginx master: as a subreaper the supervisor
+            # inherits it (instead of init) and stops it with the rest.
+            libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
         signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
         try:
             return self._run()
@@ -231,11 +258,8 @@ class Supervisor:
     def _one_exited(self) -> int:
         name, code = next(iter(self.exit_codes.items()))
         other = "nginx" if name == "gunicorn" else "gunicorn"
-        print(
-            f"cds-service: {name} exited with status {code}; stopping {other}",
-            file=sys.stderr,
-            flush=True,
-        )
+        how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited ({code})"
+        print(f"cds-service: {name} {how}; stopping {other}", file=sys.stderr, flush=True)
         self.stop(graceful=True)
         return code if code >= 0 else 128 - code
 
@@ -289,8 +313,26 @@ class Supervisor:
                     self.exit_codes[name] = child.returncode
 
     def _kill_leftovers(self) -> None:
+        """SIGKILL whatever is still running: ours, and orphans inherited as a subreaper."""
         for name, child in self.children.items():
             if name not in self.exit_codes:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(child.pid, signal.SIGKILL)
                 child.wait()
+        orphans = _own_children()
+        for signo in (signal.SIGTERM, signal.SIGKILL):
+            for pid in orphans:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signo)
+            deadline = time.monotonic() + 2
+            while orphans and time.monotonic() < deadline:
+                time.sleep(0.05)
+                self._reap()
+                orphans = [pid for pid in orphans if _alive_child(pid)]
+
+
+def _alive_child(pid: int) -> bool:
+    try:
+        return os.waitpid(pid, os.WNOHANG) == (0, 0)
+    except ChildProcessError:
+        return False
