@@ -124,8 +124,18 @@ def _serve_behind_nginx(
     conf.write_text(render_nginx_conf(settings, layout))
     nginx_command = [nginx, "-e", "stderr", "-p", str(runtime_dir), "-c", str(conf)]
     _test_nginx_conf(nginx_command)
-    gunicorn = gunicorn_command("--bind", f"unix:{sock}")
+    extra = ["--bind", f"unix:{sock}"]
+    if _gunicorn_has("control_socket"):  # gunicorn >= 25.1: its gunicornc socket
+        # defaults to one path in $HOME shared by every instance; here it is this instance's own.
+        extra += ["--control-socket", str(runtime_dir / "gunicorn.ctl")]
+    gunicorn = gunicorn_command(*extra)
     return Supervisor(gunicorn, nginx_command, sock).run()
+
+
+def _gunicorn_has(setting: str) -> bool:
+    from gunicorn.config import KNOWN_SETTINGS
+
+    return any(known.name == setting for known in KNOWN_SETTINGS)
 
 
 def _raise_open_files_limit() -> tuple[int, int]:

@@ -6,8 +6,10 @@ Every service is started in its own session and its whole process group is stopp
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -140,9 +142,16 @@ def _wait_ready(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
 
 
 def _stop_group(process: subprocess.Popen[bytes]) -> None:
-    """Whatever is left of the test's process group: SIGKILL, then reap the leader."""
-    if processes_in_group(process.pid):
-        os.killpg(process.pid, signal.SIGKILL)
+    """Whatever is left of the test's process group: SIGTERM, SIGKILL after 30 s; leader reaped."""
+    for signo in (signal.SIGTERM, signal.SIGKILL):
+        if not processes_in_group(process.pid):
+            break
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signo)
+        if process.poll() is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=30)
+        _wait_gone(process.pid, 30)
     if process.poll() is None:
         process.wait(timeout=30)
 
@@ -229,13 +238,17 @@ def test_when_the_supervisor_is_killed_its_children_stop(
     """SIGKILL to the supervisor (nothing can be forwarded): nginx and gunicorn still stop."""
     log = tmp_path / "serve.log"
     process = _start(nginx_env, tmp_path, log)
+    runtime = None
     try:
         _wait_ready(process, int(nginx_env["PORT"]), log)
+        runtime = _runtime_dir(process.pid)
         os.kill(process.pid, signal.SIGKILL)
         process.wait(timeout=30)
         assert _wait_gone(process.pid, 60) == {}
     finally:
         _stop_group(process)
+        if runtime is not None:  # nobody was left to remove it
+            shutil.rmtree(runtime, ignore_errors=True)
 
 
 def test_the_gunicorn_master_preflight_still_refuses_in_one_line(
