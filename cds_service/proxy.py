@@ -173,7 +173,9 @@ http {{
         default $http_host;
     }}
 
+    # Several servers (gunicorn instances, one socket each) are balanced by in-flight requests.
     upstream cds_gunicorn {{
+        least_conn;
 {upstream_servers}
         keepalive 32;
         keepalive_timeout {UPSTREAM_KEEPALIVE_SECONDS}s;
