@@ -26,7 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"footdrop-cds {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run under gunicorn (gthread) on HOST:PORT")
+    serve = commands.add_parser(
+        "serve", help="run on HOST:PORT: nginx in front of gunicorn (gthread), see CDS_PROXY"
+    )
     serve.add_argument("--port", type=int, help="default: $PORT or 8080")
     serve.add_argument("--host", help="default: $HOST or 127.0.0.1")
 
@@ -50,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
         if args.command == "serve":
-            return _serve(args)
+            return _serve(settings, args)
         if args.command == "call":
             return _call(settings, args)
         if args.command == "check-content":
@@ -90,22 +92,14 @@ def _read_request(name: str) -> Any:
         raise OperatorError(f"call: {name} is not JSON ({error})") from None
 
 
-def _serve(args: argparse.Namespace) -> int:
-    env = dict(os.environ)
-    if args.port:
-        env["PORT"] = str(args.port)
-    if args.host:
-        env["HOST"] = args.host
-    command = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "-c",
-        "python:cds_service.gunicorn_conf",
-        "cds_service:create_app()",
-    ]
-    os.execvpe(command[0], command, env)
-    return 0  # pragma: no cover - execvpe does not return
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    from cds_service.serve import serve
+
+    host = args.host or os.environ.get("HOST") or "127.0.0.1"
+    port_text = str(args.port or os.environ.get("PORT") or "8080")
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise OperatorError(f"serve: PORT must be a port number, not {port_text!r}")
+    return serve(settings, host, int(port_text))
 
 
 def _call(settings: Settings, args: argparse.Namespace) -> int:

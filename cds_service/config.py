@@ -67,6 +67,9 @@ class Settings:
     site_timezone: str = "UTC"
     mrc_code_system: str = ""
     mrc_codes_file: Path | None = None
+    proxy: str = "auto"
+    nginx: str = "nginx"
+    client_timeout_seconds: float = 10.0
 
     @property
     def replay_url(self) -> str:
@@ -179,6 +182,9 @@ class Settings:
             site_timezone=read.timezone("CDS_SITE_TIMEZONE"),
             mrc_code_system=read.code_system("CDS_MRC_CODE_SYSTEM"),
             mrc_codes_file=read.mrc_codes_file("CDS_MRC_CODES_FILE"),
+            proxy=read.choice("CDS_PROXY", "auto", ("auto", "nginx", "off")),
+            nginx=read.text("CDS_NGINX", "nginx"),
+            client_timeout_seconds=read.seconds("CDS_CLIENT_TIMEOUT_SECONDS", 10.0),
         )
         if settings.auth:
             problems.extend(settings.jwt_problems())
@@ -266,6 +272,9 @@ class _Reader:
             self.problems.append(f"{name} must be {' or '.join(allowed)}, not {raw!r}")
             return default
         return value
+
+    def text(self, name: str, default: str) -> str:
+        return self._raw(name) or default
 
     def csv(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
         raw = self._raw(name)
