@@ -113,7 +113,9 @@ def test_afp_from_another_lower_limb_muscle_grade():
     quad = mrc(2, "2025-06-12T09:00:00Z")
     quad["code"] = concept("http://example.org/fhir/CodeSystem/footdrop-cds-local", "x")
     facts = extract_facts([patient("2018-01-01")], content(), PID, NOW)
-    facts.muscle_grades.append(GradeFact("Observation/q", NOW, 2, "left", movement="knee-extension"))
+    facts.muscle_grades.append(
+        GradeFact("Observation/q", NOW, 2, "left", movement="knee-extension")
+    )
     assert {f.kind for f in run_pathways(facts, NOW, content()).flags} == {"afp"}
 
 
