@@ -214,6 +214,8 @@ def test_black_holed_jwks_does_not_delay_hook_calls(settings, clock, ec_key, rsa
         finally:
             dispose(app)
         assert not (_refreshers() - before)
+
+
 # --- issue 11 item 7: the verified issuer may only name its own FHIR servers -----------------
 
 
