@@ -238,6 +238,8 @@ TEMPLATES: dict[str, frozenset[str]] = {
         "plan-urgent": ("label", "text", "note"),
         "already-ordered": ("order", "verb", "when"),
         "summary-recovered": ("grade", "date", "side", "condition", "injection", "injection_date"),
+        "summary-too-many": ("triggers", "injections"),
+        "detail-too-many": ("triggers", "injections"),
         "detail-recovered": ("grade", "date", "side", "condition", "injection", "injection_date"),
         "note-regrade": ("days",),
         "note-afo-side-unknown": ("side",),

@@ -17,10 +17,11 @@ from cds_service.domain.content import Content
 from cds_service.domain.facts import extract_facts
 from cds_service.domain.localtime import site_zone
 from cds_service.domain.mrc import MrcCodes, MrcRow
+from cds_service.domain.pairs import TooManyRecordsError
 from cds_service.domain.pathways import run_pathways
 from cds_service.domain.pathways.anticoagulation import with_floor
 from cds_service.domain.plan import plan_attribution, plan_red_flags
-from cds_service.domain.recovery_card import recovered_card
+from cds_service.domain.recovery_card import recovered_card, too_many_records_card
 from cds_service.domain.redflag_card import red_flag_card
 from cds_service.domain.rules import best_assessment, condition_triggers
 
@@ -105,7 +106,11 @@ def evaluate_patient_view(
     triggers = condition_triggers(facts, now)
     assessment = None
     if triggers or facts.findings or facts.grades:
-        assessment = best_assessment(facts, triggers, t)
+        try:
+            assessment = best_assessment(facts, triggers, t)
+        except TooManyRecordsError as error:
+            cards.append(too_many_records_card(content, error, hook_instance=hook_instance))
+            return Evaluation(cards, facts.read, facts.skipped)
     if pathways.floor is not None:  # R7c: at least warning, routine plan kept
         assessment = with_floor(facts, assessment, pathways.floor, t)
     if assessment is not None:

@@ -65,7 +65,7 @@ def preexisting_sides(facts: Facts, injection: InjectionFact) -> dict[str, datet
             if until is None or side not in out or (current is not None and until > current):
                 out[side] = until
 
-    for c in facts.conditions:
+    for c in facts.pair_conditions:
         if TRIGGER not in c.valuesets or c.refuted:
             continue
         sides = _sides(c.side)
@@ -116,7 +116,7 @@ def abatement_blocks(facts: Facts) -> dict[str, datetime | None]:
             if side not in out or (current is not None and until > current):
                 out[side] = until
 
-    for c in facts.conditions:
+    for c in facts.pair_conditions:
         if TRIGGER not in c.valuesets or c.current:
             continue
         sides = _sides(c.side) or {"unknown"}
@@ -161,7 +161,7 @@ def tied_links(
     """
     days = within.days
     out: list[str] = []
-    for c in facts.conditions:
+    for c in facts.pair_conditions:
         if LINK not in c.valuesets or c.refuted or c.seventh == "S":
             continue
         if injection.ref and (injection.ref in c.evidence_refs or trigger_ref in c.evidence_refs):

@@ -17,6 +17,7 @@ from typing import ClassVar
 
 from cds_service.domain.codes import CodeIndex, Match, concept_side
 from cds_service.domain.content import (
+    COMPETING_VALUESETS,
     CONDITION_VALUESETS,
     SYMPTOM_OBSERVATION_VALUESETS,
     Content,
@@ -60,6 +61,13 @@ SERVICE_REQUEST_SETS = frozenset(
         "public-health-existing",
     }
 )
+#: Value sets of the Conditions read once per (trigger, injection) pair (see Facts.pair_conditions).
+PAIR_VALUESETS = COMPETING_VALUESETS | {
+    "footdrop-trigger",
+    "link-code",
+    "radiating-pain",
+    "anticoagulation",
+}
 OBSERVATION_SETS = frozenset(
     {"footdrop-finding", "mrc-dorsiflexion", "bmi", "inr", *SYMPTOM_OBSERVATION_VALUESETS}
 )
@@ -229,6 +237,32 @@ class Facts:
     exposures: list[Exposure] = field(default_factory=list)  # R7c anticoagulant exposure
     read: int = 0
     skipped: int = 0
+    _pair_conditions: tuple[int, list[ConditionFact]] = field(
+        default=(-1, []), repr=False, compare=False
+    )
+    _by_valueset: dict[str, tuple[int, list[ConditionFact]]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+
+    def conditions_in(self, valueset: str) -> list[ConditionFact]:
+        """The Conditions matched in ``valueset`` (cached: rules call this once per trigger)."""
+        size, cached = self._by_valueset.get(valueset, (-1, []))
+        if size != len(self.conditions):
+            cached = [c for c in self.conditions if valueset in c.valuesets]
+            self._by_valueset[valueset] = (len(self.conditions), cached)
+        return cached
+
+    @property
+    def pair_conditions(self) -> list[ConditionFact]:
+        """The Conditions a per-(trigger, injection) rule may read: triggers, link codes,
+        competing causes, radiating pain, anticoagulation. Rules that run once per pair loop over
+        these, not over every Condition (a record of thousands of unrelated problems stays cheap).
+        Recomputed when ``conditions`` changes length."""
+        size, cached = self._pair_conditions
+        if size != len(self.conditions):
+            cached = [c for c in self.conditions if c.valuesets & PAIR_VALUESETS]
+            self._pair_conditions = (len(self.conditions), cached)
+        return cached
 
 
 class MalformedError(Exception):

@@ -47,6 +47,7 @@ from cds_service.domain.facts import (
     other_patient,
     says_im,
 )
+from cds_service.domain.pairs import TooManyRecordsError
 from cds_service.domain.prefetch import flatten
 from cds_service.domain.prevention_card import prevention_card
 from cds_service.domain.prevention_history import PastNeuropathy, past_injection_neuropathies
@@ -473,7 +474,10 @@ def documented_neuropathies(
     now: datetime,
 ) -> list[Neuropathy]:
     """The engine's current findings plus past events of any age (§4.6.6), one per trigger."""
-    found: list[Neuropathy] = list(injection_neuropathies(facts, now, content.thresholds))
+    try:
+        found: list[Neuropathy] = list(injection_neuropathies(facts, now, content.thresholds))
+    except TooManyRecordsError:  # too large to attribute: only past, dated events below count
+        found = []
     known = {n.trigger.ref for n in found if isinstance(n, InjectionNeuropathy)}
     found += [
         p

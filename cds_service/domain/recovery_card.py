@@ -1,4 +1,4 @@
-"""The R8a "recovered" card: info, no suggestions, "consider resolving the problem"."""
+"""Cards without suggestions: R8a "recovered", and a record too large to attribute."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ from typing import Any
 from cds_service.domain.card import action_text, frame_card, make_uuid
 from cds_service.domain.content import Content
 from cds_service.domain.fhirtime import fhir_date
+from cds_service.domain.pairs import TooManyRecordsError
 from cds_service.domain.pathways.base import RedFlag
 from cds_service.domain.plan import Plan
 from cds_service.domain.rules import Assessment
 
-__all__ = ["recovered_card"]
+__all__ = ["recovered_card", "too_many_records_card"]
 
 
 def recovered_card(
@@ -49,5 +50,24 @@ def recovered_card(
         summary=content.text("summary-recovered", **values),
         detail=detail,
         indicator="info" if floor is None else "warning",
+        suggestions=[],
+    )
+
+
+def too_many_records_card(
+    content: Content, error: TooManyRecordsError, *, hook_instance: str
+) -> dict[str, Any]:
+    """Foot drop and IM injections on record, but more pairs than the engine may assess.
+
+    Conservative: ``info``, no suggestions, the clinician reviews the record (red flags were
+    judged before and are not affected).
+    """
+    values = {"triggers": str(error.triggers), "injections": str(error.injections)}
+    return frame_card(
+        content.footdrop,
+        uuid_key=make_uuid(hook_instance, "card"),
+        summary=content.text("summary-too-many", **values),
+        detail=content.text("detail-too-many", **values),
+        indicator="info",
         suggestions=[],
     )

@@ -35,6 +35,7 @@ from cds_service.domain.indication import (
     reason_codes,
     reason_refs,
 )
+from cds_service.domain.pairs import MAX_PAIR_WORK, TooManyRecordsError, candidate_pairs
 
 RANK = {"info": 1, "warning": 2, "critical": 3}
 RADICULAR = "competing-radicular"
@@ -93,14 +94,18 @@ def condition_triggers(facts: Facts, now: datetime) -> list[Trigger]:
 
 
 def observation_triggers(
-    facts: Facts, conditions: Sequence[Trigger], injection: InjectionFact, t: Thresholds
+    facts: Facts,
+    conditions: Sequence[Trigger],
+    injection: InjectionFact,
+    t: Thresholds,
+    blocks: dict[str, datetime | None] | None = None,
 ) -> list[Trigger]:
     """Observation triggers usable with this injection (R1), for sides without a Condition.
 
     A resolved / inactive foot-drop Condition blocks Observations of its own side dated on or
     before its abatement date only (R1a); refuted / entered-in-error ones block that side.
     """
-    blocks = abatement_blocks(facts)
+    blocks = abatement_blocks(facts) if blocks is None else blocks
     covered: set[str] = set()
     for trig in conditions:
         covered |= _sides(trig.side)
@@ -214,10 +219,10 @@ def competing_causes(
             named.append(("note-back-pain-reason", label))
     leg_pain_sides = [
         c.side
-        for c in facts.conditions
+        for c in facts.pair_conditions
         if not c.refuted and c.valuesets & {"radiating-pain", RADICULAR}
     ]
-    for c in facts.conditions:
+    for c in facts.pair_conditions:
         if c.refuted or not c.valuesets & COMPETING_VALUESETS:
             continue
         same_side = sides_compatible(c.side, side)
@@ -297,14 +302,25 @@ def _links(facts: Facts, trig: Trigger, inj: InjectionFact, t: Thresholds) -> li
     return tied_links(facts, trig.ref, trig.label, onset, evidence, inj, t.link_code_within)
 
 
-def _pre_existing(facts: Facts, trig: Trigger, inj: InjectionFact) -> bool:
+def _pre_existing(
+    facts: Facts,
+    trig: Trigger,
+    inj: InjectionFact,
+    memo: dict[str, dict[str, datetime | None]] | None = None,
+) -> bool:
     """R1a: the trigger belongs to a foot-drop event of its side that began before ``inj``.
 
     A trigger whose onset lies after that event's abatement date starts a new event.
     """
     if not starts_event(trig.condition):
         return True  # sequela / subsequent-encounter codes never start an attribution
-    old = preexisting_sides(facts, inj)
+    key = f"{inj.ref}@{inj.time.isoformat()}"
+    if memo is not None and key in memo:
+        old = memo[key]
+    else:
+        old = preexisting_sides(facts, inj)
+        if memo is not None:
+            memo[key] = old
     if not old:
         return False
     onset = trig.lo if trig.lo is not None else trig.hi
@@ -326,7 +342,7 @@ def _radiating(facts: Facts, trig: Trigger, inj: InjectionFact, t: Thresholds) -
     """Radiating pain supporting the injury (R4a): begins after t, within 24 h, not the reason."""
     reasons = reason_refs(facts, inj)
     out = []
-    for c in facts.conditions:
+    for c in facts.pair_conditions:
         if "radiating-pain" not in c.valuesets or c.refuted:
             continue
         if not sides_compatible(c.side, trig.side):
@@ -338,7 +354,7 @@ def _radiating(facts: Facts, trig: Trigger, inj: InjectionFact, t: Thresholds) -
 
 def _anticoagulation(facts: Facts, inj: InjectionFact, t: Thresholds) -> list[str]:
     out = []
-    for c in facts.conditions:
+    for c in facts.pair_conditions:
         if "anticoagulation" in c.valuesets and c.current:
             start = c.onset_lo or c.onset_hi
             if start is None or start <= inj.time + ONE_DAY:
@@ -350,12 +366,19 @@ def _anticoagulation(facts: Facts, inj: InjectionFact, t: Thresholds) -> list[st
 
 
 def assess_pair(
-    facts: Facts, trig: Trigger, inj: InjectionFact, t: Thresholds
+    facts: Facts,
+    trig: Trigger,
+    inj: InjectionFact,
+    t: Thresholds,
+    memo: dict[str, dict[str, datetime | None]] | None = None,
 ) -> Assessment | None:
-    """R3 site, R4 window, R5 side and R6 competing causes for one pair; None = no attribution."""
+    """R3 site, R4 window, R5 side and R6 competing causes for one pair; None = no attribution.
+
+    ``memo`` keeps each injection's pre-existing sides (R1a) across the pairs of one call.
+    """
     if trig.hi < inj.time:
         return None  # the foot drop began before the injection
-    if _pre_existing(facts, trig, inj):
+    if _pre_existing(facts, trig, inj, memo):
         return None  # R1a: the same event as a foot drop that pre-dates the injection
     caps: list[str] = []
     notes: list[str] = []
@@ -441,24 +464,40 @@ def assess_pair(
     )
 
 
+def assessable_pairs(
+    facts: Facts, triggers: Sequence[Trigger], t: Thresholds
+) -> list[tuple[Trigger, InjectionFact]]:
+    """The pairs that can be attributed (injection at most ``attribution_limit`` before the
+    trigger), Observation triggers included; raises TooManyRecordsError over the work budget."""
+    extra: list[tuple[InjectionFact, Sequence[Trigger]]] = []
+    if facts.findings or facts.grades:
+        cost = len(facts.injections) * (len(facts.findings) + len(facts.grades))
+        if cost > MAX_PAIR_WORK:
+            raise TooManyRecordsError(len(triggers), len(facts.injections), cost)
+        blocks = abatement_blocks(facts)
+        extra = [
+            (inj, observation_triggers(facts, triggers, inj, t, blocks)) for inj in facts.injections
+        ]
+    return candidate_pairs(facts, triggers, t.attribution_limit, extra)
+
+
 def best_assessment(facts: Facts, triggers: Sequence[Trigger], t: Thresholds) -> Assessment | None:
-    """Assess every (trigger, injection) pair; keep the highest indicator, then the closest."""
+    """Assess every assessable pair; keep the highest indicator, then the closest."""
     best: tuple[tuple[object, ...], Assessment] | None = None
-    for inj in facts.injections:
-        candidates = [*triggers, *observation_triggers(facts, triggers, inj, t)]
-        for trig in candidates:
-            result = assess_pair(facts, trig, inj, t)
-            if result is None:
-                continue
-            key = (
-                -RANK[result.indicator],
-                result.delta,
-                trig.kind != "condition",
-                trig.ref,
-                inj.ref,
-            )
-            if best is None or key < best[0]:
-                best = (key, result)
+    memo: dict[str, dict[str, datetime | None]] = {}
+    for trig, inj in assessable_pairs(facts, triggers, t):
+        result = assess_pair(facts, trig, inj, t, memo)
+        if result is None:
+            continue
+        key = (
+            -RANK[result.indicator],
+            result.delta,
+            trig.kind != "condition",
+            trig.ref,
+            inj.ref,
+        )
+        if best is None or key < best[0]:
+            best = (key, result)
     return best[1] if best else None
 
 
@@ -495,14 +534,14 @@ def injection_neuropathies(facts: Facts, now: datetime, t: Thresholds) -> list[I
     """
     triggers = condition_triggers(facts, now)
     best: dict[str, tuple[tuple[object, ...], Assessment]] = {}
-    for inj in facts.injections:
-        for trig in [*triggers, *observation_triggers(facts, triggers, inj, t)]:
-            result = assess_pair(facts, trig, inj, t)
-            if result is None:
-                continue
-            key = (-RANK[result.indicator], result.delta, inj.ref)
-            if trig.ref not in best or key < best[trig.ref][0]:
-                best[trig.ref] = (key, result)
+    memo: dict[str, dict[str, datetime | None]] = {}
+    for trig, inj in assessable_pairs(facts, triggers, t):
+        result = assess_pair(facts, trig, inj, t, memo)
+        if result is None:
+            continue
+        key = (-RANK[result.indicator], result.delta, inj.ref)
+        if trig.ref not in best or key < best[trig.ref][0]:
+            best[trig.ref] = (key, result)
     found = [InjectionNeuropathy(a.trigger, "assessment", assessment=a) for _, a in best.values()]
     links = sorted(c.label for c in facts.conditions if "link-code" in c.valuesets and c.current)
     for trig in triggers:

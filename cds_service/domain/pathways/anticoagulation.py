@@ -15,6 +15,7 @@ from datetime import datetime
 
 from cds_service.domain.content import Content, Thresholds
 from cds_service.domain.facts import Facts
+from cds_service.domain.pairs import TooManyRecordsError, candidate_pairs
 from cds_service.domain.pathways.base import RedFlag, Values, anticoagulation_evidence
 from cds_service.domain.rules import RANK, Assessment, Trigger, competing_causes
 
@@ -32,43 +33,48 @@ def names_nsaid(content: Content, drug: str | None) -> bool:
 def anticoagulation_floor(
     facts: Facts, triggers: Sequence[Trigger], now: datetime, t: Thresholds, content: Content
 ) -> RedFlag | None:
-    """R7c: the (trigger, injection) pair of an anticoagulated patient, or None."""
+    """R7c: the (trigger, injection) pair of an anticoagulated patient, or None.
+
+    A record with more pairs than the engine may assess has no floor here: attribution then
+    answers with its own "too many records" card (red flags are unaffected).
+    """
     best: tuple[tuple[object, ...], RedFlag] | None = None
-    for trig in triggers:
-        for inj in facts.injections:
-            delta = trig.hi - inj.time
-            if delta.total_seconds() < 0 or delta > t.attribution_limit:
-                continue
-            found = anticoagulation_evidence(
-                facts, inj.time - t.anticoagulant_before_injection, trig.hi
-            )
-            if not found:
-                continue
-            remote = REMOTE_SITES.get(inj.site_class or "")
-            flag = RedFlag(
-                kind="anticoagulation",
-                orders=(),
-                evidence=tuple(dict.fromkeys(ref for ref, _ in found)),
-                labels=tuple(dict.fromkeys(label for _, label in found)),
-                onset=trig.lo or trig.hi,
-                critical=False,
-                action="action-anticoagulated",
-                values=(
-                    ("what", found[0][1]),
-                    (
-                        "nsaid",
-                        "phrase:anticoagulated-nsaid" if names_nsaid(content, inj.drug) else "",
-                    ),
-                    ("remote", "phrase:anticoagulated-remote-site" if remote else ""),
-                    ("site", remote or ""),
+    try:
+        pairs = candidate_pairs(facts, triggers, t.attribution_limit)
+    except TooManyRecordsError:
+        return None
+    for trig, inj in pairs:
+        delta = trig.hi - inj.time
+        found = anticoagulation_evidence(
+            facts, inj.time - t.anticoagulant_before_injection, trig.hi
+        )
+        if not found:
+            continue
+        remote = REMOTE_SITES.get(inj.site_class or "")
+        flag = RedFlag(
+            kind="anticoagulation",
+            orders=(),
+            evidence=tuple(dict.fromkeys(ref for ref, _ in found)),
+            labels=tuple(dict.fromkeys(label for _, label in found)),
+            onset=trig.lo or trig.hi,
+            critical=False,
+            action="action-anticoagulated",
+            values=(
+                ("what", found[0][1]),
+                (
+                    "nsaid",
+                    "phrase:anticoagulated-nsaid" if names_nsaid(content, inj.drug) else "",
                 ),
-                trigger=trig,
-                injection=inj,
-            )
-            # a plausible (non-remote) site first, so the remote-site sentence only when all are
-            key = (remote is not None, trig.kind != "condition", delta, trig.ref, inj.ref)
-            if best is None or key < best[0]:
-                best = (key, flag)
+                ("remote", "phrase:anticoagulated-remote-site" if remote else ""),
+                ("site", remote or ""),
+            ),
+            trigger=trig,
+            injection=inj,
+        )
+        # a plausible (non-remote) site first, so the remote-site sentence only when all are
+        key = (remote is not None, trig.kind != "condition", delta, trig.ref, inj.ref)
+        if best is None or key < best[0]:
+            best = (key, flag)
     return best[1] if best else None
 
 

@@ -106,8 +106,8 @@ def anticoagulation_evidence(facts: Facts, lo: datetime, hi: datetime) -> list[t
     when current and dated inside the window (or undated); drugs and INR by their exposure.
     """
     out: list[tuple[str, str]] = [(e.ref, e.label) for e in facts.exposures if e.overlaps(lo, hi)]
-    for c in facts.conditions:
-        if "anticoagulation" not in c.valuesets or not c.current:
+    for c in facts.conditions_in("anticoagulation"):
+        if not c.current:
             continue
         long_term = any(
             m.code.replace(".", "").upper().startswith(("Z7901", "D6832")) for m in c.matches

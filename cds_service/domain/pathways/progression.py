@@ -9,8 +9,10 @@ surgical review for an expanding haematoma and same-day neurology.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
+from collections import deque
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from cds_service.domain.content import Thresholds
 from cds_service.domain.facts import Facts, GradeFact
@@ -18,28 +20,49 @@ from cds_service.domain.pathways.base import DORSIFLEXION, RedFlag, anticoagulat
 from cds_service.domain.rules import Trigger
 
 
-def _onset_floor(facts: Facts, trig: Trigger, t: Thresholds) -> datetime:
+def _onset_floor(trig: Trigger, t: Thresholds, times: Sequence[datetime]) -> datetime:
     """When the deficit is known to have begun: the trigger's lo, else the last IM injection
-    before its latest onset (within the attribution limit), else the latest onset itself."""
+    before its latest onset (within the attribution limit), else the latest onset itself.
+    ``times`` are the injection times, sorted."""
     if trig.lo is not None:
         return trig.lo
-    before = [
-        inj.time
-        for inj in facts.injections
-        if inj.time <= trig.hi and trig.hi - inj.time <= t.attribution_limit
-    ]
-    return max(before) if before else trig.hi
+    position = bisect_right(times, trig.hi)
+    if position and trig.hi - times[position - 1] <= t.attribution_limit:
+        return times[position - 1]
+    return trig.hi
 
 
 def _fall(
-    series: Sequence[GradeFact], grades: int, within: object = None
+    series: Sequence[GradeFact], grades: int, within: timedelta | None = None
 ) -> tuple[GradeFact, GradeFact] | None:
-    for i, later in enumerate(series):
-        for earlier in series[:i]:
-            if within is not None and later.time - earlier.time > within:  # type: ignore[operator]
+    """The first grade (in time order) that lies ``grades`` or more below an earlier one (taken
+    at most ``within`` before it), with the earliest such earlier grade; linear: MRC grades are
+    0-5, so the earliest candidate of each grade value is kept (a queue per value with a window).
+    """
+    earliest: dict[int, deque[GradeFact]] = {}
+    for later in series:
+        best: GradeFact | None = None
+        for value, queue in earliest.items():
+            if value - later.grade < grades:
                 continue
-            if earlier.grade - later.grade >= grades:
-                return earlier, later
+            while within is not None and queue and later.time - queue[0].time > within:
+                queue.popleft()
+            if queue and (best is None or (queue[0].time, queue[0].ref) < (best.time, best.ref)):
+                best = queue[0]
+        if best is not None:
+            return best, later
+        earliest.setdefault(later.grade, deque()).append(later)
+    return None
+
+
+def _to_zero(series: Sequence[GradeFact]) -> tuple[GradeFact, GradeFact] | None:
+    """A fall to 0/5 after any grade above 0 (anticoagulated R7f), in one pass."""
+    first_positive: GradeFact | None = None
+    for g in series:
+        if g.grade == 0 and first_positive is not None:
+            return first_positive, g
+        if g.grade > 0 and first_positive is None:
+            first_positive = g
     return None
 
 
@@ -47,46 +70,30 @@ def progressive_weakness(
     facts: Facts, triggers: Sequence[Trigger], now: datetime, t: Thresholds
 ) -> RedFlag | None:
     """R7f for every current trigger's side; the first progression found (canonical order)."""
+    times = sorted(i.time for i in facts.injections)
+    earliest = times[0] if times else None
+    by_side: dict[str, list[GradeFact]] = {}
+    for g in sorted(facts.grades, key=lambda g: (g.time, g.ref)):
+        if g.movement == DORSIFLEXION and g.side is not None:
+            by_side.setdefault(g.side, []).append(g)
+    starts = {side: [g.time for g in grades] for side, grades in by_side.items()}
+    # Triggers sharing a side and an onset floor share the answer (e.g. every weak MRC grade).
+    seen: dict[tuple[str, datetime, bool], tuple[tuple[GradeFact, GradeFact] | None, str | None]]
+    seen = {}
     for trig in sorted(triggers, key=lambda tr: (tr.kind != "condition", tr.ref)):
-        floor = _onset_floor(facts, trig, t)
+        floor = _onset_floor(trig, t, times)
         sides = {"left", "right"} if trig.side in (None, "bilateral") else {trig.side}
-        injections = [i.time for i in facts.injections if i.time <= trig.hi]
-        window_lo = min([floor, *injections]) - t.anticoagulant_before_injection
+        start = floor if earliest is None or earliest > trig.hi else min(floor, earliest)
+        window_lo = start - t.anticoagulant_before_injection
         anticoagulated = anticoagulation_evidence(facts, window_lo, now)
         for side in sorted(sides):
-            series = sorted(
-                (
-                    g
-                    for g in facts.grades
-                    if g.side == side and g.time >= floor and g.movement == DORSIFLEXION
-                ),
-                key=lambda g: (g.time, g.ref),
-            )
-            found = _fall(series, t.progression_grades)
-            label = None
-            if found is None and anticoagulated:
-                found = _fall(
-                    series, t.progression_grades_anticoagulated, t.progression_window_anticoagulated
+            key = (side, floor, bool(anticoagulated))
+            if key not in seen:
+                position = bisect_left(starts.get(side, []), floor)
+                seen[key] = _progression(
+                    facts, by_side.get(side, [])[position:], side, floor, bool(anticoagulated), t
                 )
-                if found is None:
-                    found = next(
-                        (
-                            (e, g)
-                            for i, g in enumerate(series)
-                            if g.grade == 0
-                            for e in series[:i]
-                            if e.grade > 0
-                        ),
-                        None,
-                    )
-                if found is None:
-                    found = _second_muscle(facts, side, floor)
-                    if found is not None:
-                        before, after = found
-                        label = (
-                            f"new weakness of {after.movement} "
-                            f"(MRC {before.grade}/5 then {after.grade}/5)"
-                        )
+            found, label = seen[key]
             if found is None:
                 continue
             earlier, later = found
@@ -118,16 +125,39 @@ def progressive_weakness(
     return None
 
 
+def _progression(
+    facts: Facts,
+    series: Sequence[GradeFact],
+    side: str,
+    floor: datetime,
+    anticoagulated: bool,
+    t: Thresholds,
+) -> tuple[tuple[GradeFact, GradeFact] | None, str | None]:
+    """The fall that makes R7f fire on ``series`` (same-side dorsiflexion after the floor)."""
+    found = _fall(series, t.progression_grades)
+    if found is not None or not anticoagulated:
+        return found, None
+    found = _fall(series, t.progression_grades_anticoagulated, t.progression_window_anticoagulated)
+    found = found or _to_zero(series)
+    if found is not None:
+        return found, None
+    found = _second_muscle(facts, side, floor)
+    if found is None:
+        return None, None
+    before, after = found
+    return found, f"new weakness of {after.movement} (MRC {before.grade}/5 then {after.grade}/5)"
+
+
 def _second_muscle(facts: Facts, side: str, floor: datetime) -> tuple[GradeFact, GradeFact] | None:
     """A second muscle group newly weak on ``side``: a grade >= 4 then, after the onset, <= 3."""
     others = sorted(
         (g for g in facts.muscle_grades if g.side == side and g.movement != DORSIFLEXION),
         key=lambda g: (g.time, g.ref),
     )
-    for i, later in enumerate(others):
-        if later.time < floor or later.grade > 3:
-            continue
-        for earlier in others[:i]:
-            if earlier.movement == later.movement and earlier.grade >= 4:
-                return earlier, later
+    strong: dict[str, GradeFact] = {}  # the first grade >= 4 of each movement so far
+    for later in others:
+        if later.time >= floor and later.grade <= 3 and later.movement in strong:
+            return strong[later.movement], later
+        if later.grade >= 4:
+            strong.setdefault(later.movement, later)
     return None
