@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from cds_service.domain.content import COMPETING_VALUESETS
 from cds_service.domain.facts import Facts, InjectionFact
 
 if TYPE_CHECKING:
@@ -52,9 +53,16 @@ def _index(facts: Facts) -> _Index:
     return _Index(ordered, tuple(i.time for i in ordered))
 
 
+#: Value sets of the Conditions a pair's rules scan (competing causes, radiating pain, link codes,
+#: anticoagulation); foot-drop triggers are scanned once per injection (R1a), not per pair.
+_PER_PAIR = ("link-code", "radiating-pain", "anticoagulation")
+
+
 def pair_cost(facts: Facts) -> int:
-    """Condition look-ups one pair costs: the Conditions any per-pair rule reads, plus one."""
-    return 1 + len(facts.pair_conditions) + len(facts.exposures)
+    """Condition look-ups one pair costs, plus one."""
+    scanned = sum(len(facts.conditions_in(name)) for name in _PER_PAIR)
+    competing = sum(1 for c in facts.pair_conditions if c.valuesets & COMPETING_VALUESETS)
+    return 1 + scanned + competing + len(facts.exposures)
 
 
 def candidate_pairs(
@@ -70,7 +78,12 @@ def candidate_pairs(
     spans = [(trig, *_span(index, trig.hi, limit)) for trig in triggers]
     own = [(trig, inj) for inj, mine in extra for trig in mine if inj.time <= trig.hi]
     count = sum(stop - start for _, start, stop in spans) + len(own)
-    work = count * pair_cost(facts)  # counted before any pair is made
+    first = min((start for _, start, stop in spans if stop > start), default=0)
+    last = max((stop for _, start, stop in spans), default=0)
+    injections = max(0, last - first) + len({id(inj) for inj, _ in extra})
+    triggers_scanned = len(facts.conditions_in("footdrop-trigger"))
+    # counted before any pair is made: per pair, plus R1a's scan once per injection
+    work = count * pair_cost(facts) + injections * (1 + triggers_scanned)
     if work > budget:
         raise TooManyRecordsError(len(triggers), len(facts.injections), work)
     pairs = [(trig, inj) for trig, start, stop in spans for inj in index.injections[start:stop]]

@@ -89,3 +89,25 @@ def test_the_linear_fall_finds_what_the_quadratic_one_did(points, grades, window
         series.append(GradeFact(f"Observation/g{n:03d}", when, grade, "left"))
     within = None if window_days is None else timedelta(days=window_days)
     assert _fall(series, grades, within) == _naive_fall(series, grades, within)
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 5), st.integers(0, 20)), max_size=25),
+    st.integers(1, 3),
+    st.one_of(st.none(), st.integers(0, 10)),
+)
+def test_the_fall_index_agrees_with_the_search_on_every_suffix(points, grades, window_days):
+    """R7f's precomputed index says a suffix holds a fall exactly when the search finds one."""
+    from cds_service.domain.pathways.progression import _falls_from, _to_zero
+
+    series = []
+    when = START
+    for n, (grade, gap) in enumerate(points):
+        when = when + timedelta(hours=gap * 6)
+        series.append(GradeFact(f"Observation/g{n:03d}", when, grade, "left"))
+    within = None if window_days is None else timedelta(days=window_days)
+    index = _falls_from(series, grades, within)
+    zero = _falls_from(series, 1, None, to_zero=True)
+    for p in range(len(series) + 1):
+        assert (index[p] >= p) == (_fall(series[p:], grades, within) is not None)
+        assert (zero[p] >= p) == (_to_zero(series[p:]) is not None)

@@ -55,6 +55,37 @@ def _fall(
     return None
 
 
+def _falls_from(
+    series: Sequence[GradeFact],
+    grades: int,
+    within: timedelta | None = None,
+    *,
+    to_zero: bool = False,
+) -> list[int]:
+    """``out[p] >= p`` exactly when ``series[p:]`` holds a fall (as :func:`_fall`, or to 0/5 after
+    a grade above 0 with ``to_zero``); one pass plus a suffix maximum.
+
+    For each later grade j, the latest earlier i that qualifies (for a window, the latest is the
+    closest in time); a fall starts at or after p iff some j >= p has such an i >= p, i.e. iff the
+    suffix maximum of those i from p on is >= p.
+    """
+    latest: dict[int, int] = {}  # grade value -> latest index with it
+    best = [-1] * (len(series) + 1)
+    for j, later in enumerate(series):
+        candidates = [
+            i
+            for value, i in latest.items()
+            if (value > 0 if to_zero else value - later.grade >= grades)
+            and (within is None or later.time - series[i].time <= within)
+        ]
+        if (not to_zero or later.grade == 0) and candidates:
+            best[j] = max(candidates)
+        latest[later.grade] = j
+    for j in range(len(series) - 1, -1, -1):
+        best[j] = max(best[j], best[j + 1])
+    return best
+
+
 def _to_zero(series: Sequence[GradeFact]) -> tuple[GradeFact, GradeFact] | None:
     """A fall to 0/5 after any grade above 0 (anticoagulated R7f), in one pass."""
     first_positive: GradeFact | None = None
@@ -77,6 +108,16 @@ def progressive_weakness(
         if g.movement == DORSIFLEXION and g.side is not None:
             by_side.setdefault(g.side, []).append(g)
     starts = {side: [g.time for g in grades] for side, grades in by_side.items()}
+    # Whether any fall exists from a position on, per side, computed once: most triggers of a
+    # record without progression then cost a look-up instead of a scan.
+    plain = {side: _falls_from(grades, t.progression_grades) for side, grades in by_side.items()}
+    quick = {
+        side: _falls_from(
+            grades, t.progression_grades_anticoagulated, t.progression_window_anticoagulated
+        )
+        for side, grades in by_side.items()
+    }
+    zero = {side: _falls_from(grades, 1, None, to_zero=True) for side, grades in by_side.items()}
     # Triggers sharing a side and an onset floor share the answer (e.g. every weak MRC grade).
     seen: dict[tuple[str, datetime, bool], tuple[tuple[GradeFact, GradeFact] | None, str | None]]
     seen = {}
@@ -90,9 +131,15 @@ def progressive_weakness(
             key = (side, floor, bool(anticoagulated))
             if key not in seen:
                 position = bisect_left(starts.get(side, []), floor)
-                seen[key] = _progression(
-                    facts, by_side.get(side, [])[position:], side, floor, bool(anticoagulated), t
+                possible = side in plain and (
+                    plain[side][position] >= position
+                    or (
+                        bool(anticoagulated)
+                        and (quick[side][position] >= position or zero[side][position] >= position)
+                    )
                 )
+                series = by_side.get(side, [])[position:] if possible else []
+                seen[key] = _progression(facts, series, side, floor, bool(anticoagulated), t)
             found, label = seen[key]
             if found is None:
                 continue
