@@ -123,12 +123,16 @@ def test_feedback_for_unknown_service_is_404(client):
 def test_feedback_survives_an_app_restart(settings, clock):
     """Acknowledged feedback is in the SQLite file and visible to a new app process."""
     first = create_app(settings, clock=clock)
-    response = first.test_client().post(URL, json={"feedback": [accepted(), overridden()]})
+    try:
+        response = first.test_client().post(URL, json={"feedback": [accepted(), overridden()]})
+    finally:
+        dispose(first)
     assert response.status_code == 200
-    dispose(first)
     second = create_app(settings, clock=clock)
-    assert second.extensions["cds_runtime"].store.count() == 2
-    dispose(second)
+    try:
+        assert second.extensions["cds_runtime"].store.count() == 2
+    finally:
+        dispose(second)
 
 
 def test_free_text_comment_is_not_stored(client, settings):
@@ -138,41 +142,53 @@ def test_free_text_comment_is_not_stored(client, settings):
     raw = b"".join(p.read_bytes() for p in Path(path).parent.glob("feedback.sqlite3*"))
     assert b"Jane Doe" not in raw
     engine = create_engine(settings.database_url)
-    with engine.connect() as connection:
-        row = connection.execute(text("SELECT override_has_comment FROM feedback")).one()
+    try:
+        with engine.connect() as connection:
+            row = connection.execute(text("SELECT override_has_comment FROM feedback")).one()
+    finally:
+        engine.dispose()
     assert row[0] in (1, True)
 
 
 def test_sqlite_runs_in_wal_with_full_sync(settings, app):
     """The default store uses WAL and synchronous=FULL so acknowledged items survive a crash."""
     engine = make_engine(settings.database_url)
-    with engine.connect() as connection:
-        assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
-        assert connection.execute(text("PRAGMA synchronous")).scalar() == 2
+    try:
+        with engine.connect() as connection:
+            assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+            assert connection.execute(text("PRAGMA synchronous")).scalar() == 2
+    finally:
+        engine.dispose()
 
 
 def test_store_down_gives_503_and_nothing_acknowledged(tmp_path, settings, clock):
     """When the database cannot be written, feedback answers 503 and health reports it."""
     database = tmp_path / "gone" / "feedback.sqlite3"
     app = create_app(with_settings(settings, database_url=f"sqlite:///{database}"), clock=clock)
-    client = app.test_client()
-    app.extensions["cds_runtime"].store.dispose()
-    for path in database.parent.iterdir():
-        path.unlink()
-    database.parent.rmdir()
-    response = client.post(URL, json={"feedback": [accepted()]})
-    assert response.status_code == 503
-    assert response.get_json()["error"] == "feedback store unavailable"
-    assert client.get("/healthz").status_code == 503
+    try:
+        client = app.test_client()
+        app.extensions["cds_runtime"].store.dispose()
+        for path in database.parent.iterdir():
+            path.unlink()
+        database.parent.rmdir()
+        response = client.post(URL, json={"feedback": [accepted()]})
+        assert response.status_code == 503
+        assert response.get_json()["error"] == "feedback store unavailable"
+        assert client.get("/healthz").status_code == 503
+    finally:
+        dispose(app)
 
 
 def test_report_counts_per_service_card_and_suggestion(tmp_path):
     """The report gives acceptance and override counts per service, card and suggestion."""
     store = FeedbackStore(make_engine(f"sqlite:///{tmp_path / 'r.sqlite3'}"))
-    store.create_schema()
-    store.record("svc", [accepted(card="a", suggestion="s1"), overridden(card="a")])
-    store.record("svc", [accepted(card="b", suggestion="s1", at="2025-06-13T11:00:00Z")])
-    rows = {(r.service_id, r.card_uuid, r.suggestion_uuid): r for r in store.report()}
+    try:
+        store.create_schema()
+        store.record("svc", [accepted(card="a", suggestion="s1"), overridden(card="a")])
+        store.record("svc", [accepted(card="b", suggestion="s1", at="2025-06-13T11:00:00Z")])
+        rows = {(r.service_id, r.card_uuid, r.suggestion_uuid): r for r in store.report()}
+    finally:
+        store.dispose()
     assert (rows["svc", None, None].accepted, rows["svc", None, None].overridden) == (2, 1)
     assert (rows["svc", "a", None].accepted, rows["svc", "a", None].overridden) == (1, 1)
     assert rows["svc", "a", "s1"].accepted == 1 and rows["svc", "b", "s1"].accepted == 1
@@ -184,12 +200,15 @@ def test_feedback_over_real_http(live_server):
     assert response.status_code == 200 and response.json()["stored"] == 1
 
 
+@pytest.mark.integration  # the PostgreSQL driver (psycopg) is in the `integration` extra
 def test_unreachable_store_raises_store_unavailable():
     """A store whose database cannot be reached raises StoreUnavailableError, not a driver error."""
     store = FeedbackStore(make_engine("postgresql+psycopg://nobody@127.0.0.1:1/none"))
-    with pytest.raises(StoreUnavailableError):
-        store.ping()
-    store.dispose()
+    try:
+        with pytest.raises(StoreUnavailableError):
+            store.ping()
+    finally:
+        store.dispose()
 
 
 POSTGRES_URL = os.environ.get("FOOTDROP_TEST_POSTGRES_URL")

@@ -273,7 +273,11 @@ class FhirClient:
 
     def _get(self, call: _Call, key: str, url: str) -> tuple[int, str | None, bytes]:
         """One request: status, redirect target (if it is one) and the body read within limits."""
-        timeout = min(self.policy.timeout_seconds, call.remaining(key))
+        left = call.remaining(key)
+        timeout = min(self.policy.timeout_seconds, left)
+        # A timeout cut short to what is left of the deadline is the deadline passing, whichever
+        # thread notices first: the reason must not depend on a race with ``fetch``'s own wait.
+        timed_out = "deadline" if left < self.policy.timeout_seconds else "timeout"
         call.count_request()
         try:
             with self._session.get(
@@ -292,15 +296,15 @@ class FhirClient:
                     call.remaining(key)
                 return response.status_code, None, bytes(body)
         except requests.Timeout as error:
-            raise FetchError(key, "timeout") from error
+            raise FetchError(key, timed_out) from error
         except requests.exceptions.ChunkedEncodingError as error:
             raise FetchError(key, "truncated json") from error
         except requests.exceptions.SSLError as error:
             raise FetchError(key, "tls error") from error
         except requests.ConnectionError as error:
             # requests reports a read timeout in the middle of a streamed body as a ConnectionError
-            timed_out = bool(error.args) and isinstance(error.args[0], ReadTimeoutError)
-            raise FetchError(key, "timeout" if timed_out else "connection error") from error
+            read_timeout = bool(error.args) and isinstance(error.args[0], ReadTimeoutError)
+            raise FetchError(key, timed_out if read_timeout else "connection error") from error
 
 
 def _refusal(origin: Origin | None, allow_insecure: bool) -> str | None:
