@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import re
@@ -21,8 +22,57 @@ from cds_service.config import DEFAULT_CONTENT_DIR, Settings
 from cds_service.edge.discovery import load_services
 
 ROOT = Path(__file__).resolve().parent.parent
+TESTS = ROOT / "tests"
 FIXTURES = ROOT / "fixtures"
 FOOTDROP = "footdrop-im-injection"
+
+# --- the `integration` marker --------------------------------------------------------------------
+# Integration tests need real parts beyond the app and the `test` extra: a FHIR server (sekmet),
+# PostgreSQL (psycopg), schemathesis, a wheel build (the `integration` extra). They are marked here,
+# so `pytest -m "not integration"` runs everything else with only `.[test]` installed.
+
+#: Modules (relative to tests/) whose tests are all integration tests.
+INTEGRATION_MODULES = ("integration/", "test_fuzz_openapi.py")
+#: Fixtures that start or need a real external part.
+INTEGRATION_FIXTURES = frozenset(
+    {"fhir_server", "clean_fhir_server", "postgres", "postgres_url", "postgres_engines"}
+)
+#: Integration-only packages a module imports at its top: it is not collected when it is not
+#: installed and the run leaves integration tests out (a run that includes them fails loudly).
+INTEGRATION_IMPORTS = {"test_fuzz_openapi.py": "schemathesis"}
+
+
+def excludes_integration(config: pytest.Config) -> bool:
+    """Whether the run's ``-m`` expression leaves integration tests out."""
+    return re.search(r"\bnot\s+integration\b", config.getoption("markexpr") or "") is not None
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    if collection_path.parent != TESTS or not excludes_integration(config):
+        return None
+    package = INTEGRATION_IMPORTS.get(collection_path.name)
+    if package is not None and importlib.util.find_spec(package) is None:
+        return True
+    return None
+
+
+def is_integration(item: pytest.Item) -> bool:
+    where = Path(str(item.path)).relative_to(TESTS).as_posix()
+    callspec = getattr(item, "callspec", None)
+    parameters = set(callspec.params) if callspec is not None else set()
+    fixtures = set(getattr(item, "fixturenames", ())) - parameters  # a parameter is no fixture
+    return (
+        where.startswith(INTEGRATION_MODULES)
+        or item.get_closest_marker("postgres") is not None
+        or not INTEGRATION_FIXTURES.isdisjoint(fixtures)
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if is_integration(item):
+            item.add_marker(pytest.mark.integration)
+
 
 # The patient-view example request of the CDS Hooks 2.0 specification ("Calling a CDS Service").
 SPEC_EXAMPLE_REQUEST: dict[str, Any] = {
@@ -47,6 +97,12 @@ SPEC_EXAMPLE_REQUEST: dict[str, Any] = {
         }
     },
 }
+
+#: FHIR limits of the test apps: a loopback FHIR server (or a mock) always answers within them,
+#: however busy the machine, so a test that expects data fetched never gets a 412 because of load.
+#: Tests about timeouts and deadlines set their own limits and stall far beyond them.
+TEST_FHIR_TIMEOUT_SECONDS = 5.0
+TEST_FHIR_DEADLINE_SECONDS = 10.0
 
 _FOOTDROP_SPEC = next(s for s in load_services(DEFAULT_CONTENT_DIR) if s.id == FOOTDROP)
 PREFETCH_KEYS = _FOOTDROP_SPEC.prefetch_keys
@@ -104,14 +160,18 @@ def settings(tmp_path: Path) -> Settings:
         content_dir=DEFAULT_CONTENT_DIR,
         auth=False,
         allow_insecure_fhir=True,
+        fhir_timeout_seconds=TEST_FHIR_TIMEOUT_SECONDS,
+        fhir_deadline_seconds=TEST_FHIR_DEADLINE_SECONDS,
     )
 
 
 @pytest.fixture
 def app(settings: Settings, clock: FrozenClock):
     application = create_app(settings, clock=clock)
-    yield application
-    dispose(application)
+    try:
+        yield application
+    finally:
+        dispose(application)
 
 
 def dispose(application: Any) -> None:
@@ -162,11 +222,15 @@ def module_live_server(tmp_path_factory, module_clock: FrozenClock) -> Iterator[
         database_url=f"sqlite:///{directory / 'feedback.sqlite3'}",
         content_dir=DEFAULT_CONTENT_DIR,
         auth=False,
+        fhir_timeout_seconds=TEST_FHIR_TIMEOUT_SECONDS,
+        fhir_deadline_seconds=TEST_FHIR_DEADLINE_SECONDS,
     )
     application = create_app(settings, clock=module_clock)
-    with LiveServer(application) as server:
-        yield server
-    dispose(application)
+    try:
+        with LiveServer(application) as server:
+            yield server
+    finally:
+        dispose(application)
 
 
 @pytest.fixture(scope="module")

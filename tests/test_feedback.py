@@ -124,12 +124,16 @@ def test_feedback_for_unknown_service_is_404(client):
 def test_feedback_survives_an_app_restart(settings, clock):
     """Acknowledged feedback is in the SQLite file and visible to a new app process."""
     first = create_app(settings, clock=clock)
-    response = first.test_client().post(URL, json={"feedback": [accepted(), overridden()]})
+    try:
+        response = first.test_client().post(URL, json={"feedback": [accepted(), overridden()]})
+    finally:
+        dispose(first)
     assert response.status_code == 200
-    dispose(first)
     second = create_app(settings, clock=clock)
-    assert second.extensions["cds_runtime"].store.count() == 2
-    dispose(second)
+    try:
+        assert second.extensions["cds_runtime"].store.count() == 2
+    finally:
+        dispose(second)
 
 
 def test_free_text_comment_is_not_stored(client, settings):
@@ -139,51 +143,69 @@ def test_free_text_comment_is_not_stored(client, settings):
     raw = b"".join(p.read_bytes() for p in Path(path).parent.glob("feedback.sqlite3*"))
     assert b"Jane Doe" not in raw
     engine = create_engine(settings.database_url)
-    with engine.connect() as connection:
-        row = connection.execute(text("SELECT override_has_comment FROM feedback")).one()
+    try:
+        with engine.connect() as connection:
+            row = connection.execute(text("SELECT override_has_comment FROM feedback")).one()
+    finally:
+        engine.dispose()
     assert row[0] in (1, True)
 
 
 def test_sqlite_runs_in_wal_with_full_sync(settings, app):
     """The default store uses WAL and synchronous=FULL so acknowledged items survive a crash."""
     engine = make_engine(settings.database_url)
-    with engine.connect() as connection:
-        assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
-        assert connection.execute(text("PRAGMA synchronous")).scalar() == 2
+    try:
+        with engine.connect() as connection:
+            assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+            assert connection.execute(text("PRAGMA synchronous")).scalar() == 2
+    finally:
+        engine.dispose()
 
 
 def test_store_down_gives_503_and_nothing_acknowledged(tmp_path, settings, clock):
     """When the database cannot be written, feedback answers 503 and health reports it."""
     database = tmp_path / "gone" / "feedback.sqlite3"
     app = create_app(with_settings(settings, database_url=f"sqlite:///{database}"), clock=clock)
-    client = app.test_client()
-    app.extensions["cds_runtime"].store.dispose()
-    for path in database.parent.iterdir():
-        path.unlink()
-    database.parent.rmdir()
-    response = client.post(URL, json={"feedback": [accepted()]})
-    assert response.status_code == 503
-    assert response.get_json()["error"] == "feedback store unavailable"
-    assert client.get("/healthz").status_code == 503
+    try:
+        client = app.test_client()
+        app.extensions["cds_runtime"].store.dispose()
+        for path in database.parent.iterdir():
+            path.unlink()
+        database.parent.rmdir()
+        response = client.post(URL, json={"feedback": [accepted()]})
+        assert response.status_code == 503
+        assert response.get_json()["error"] == "feedback store unavailable"
+        assert client.get("/healthz").status_code == 503
+    finally:
+        dispose(app)
 
 
 def test_report_counts_per_service_card_and_suggestion(tmp_path):
     """The report gives acceptance and override counts per service, card and suggestion."""
     store = FeedbackStore(make_engine(f"sqlite:///{tmp_path / 'r.sqlite3'}"))
-    store.create_schema()
-    store.record("svc", [accepted(card="a", suggestion="s1"), overridden(card="c")])
-    store.record("svc", [accepted(card="b", suggestion="s1", at="2025-06-13T11:00:00Z")])
-    rows = {(r.service_id, r.card_uuid, r.suggestion_uuid): r for r in store.report()}
+    try:
+        store.create_schema()
+        store.record("svc", [accepted(card="a", suggestion="s1"), overridden(card="c")])
+        store.record("svc", [accepted(card="b", suggestion="s1", at="2025-06-13T11:00:00Z")])
+        rows = {(r.service_id, r.card_uuid, r.suggestion_uuid): r for r in store.report()}
+    finally:
+        store.dispose()
     assert (rows["svc", None, None].accepted, rows["svc", None, None].overridden) == (2, 1)
     assert (rows["svc", "c", None].accepted, rows["svc", "c", None].overridden) == (0, 1)
     assert rows["svc", "a", "s1"].accepted == 1 and rows["svc", "b", "s1"].accepted == 1
-    store.dispose()
 
 
-def test_a_card_counts_once_by_its_latest_outcome(tmp_path):
+@pytest.fixture
+def store(tmp_path):
+    """A fresh SQLite feedback store, disposed whatever the test does."""
+    feedback = FeedbackStore(make_engine(f"sqlite:///{tmp_path / 'r.sqlite3'}"))
+    feedback.create_schema()
+    yield feedback
+    feedback.dispose()
+
+
+def test_a_card_counts_once_by_its_latest_outcome(store):
     """Override then accept (later): both are stored, the report counts the card as accepted."""
-    store = FeedbackStore(make_engine(f"sqlite:///{tmp_path / 'r.sqlite3'}"))
-    store.create_schema()
     first = {**overridden(card="a"), "outcomeTimestamp": "2025-06-13T10:00:00Z"}
     later = accepted(card="a", suggestion="s1", at="2025-06-13T10:30:00+02:00")  # 08:30Z: earlier
     latest = accepted(card="a", suggestion="s2", at="2025-06-13T10:45:00Z")
@@ -192,21 +214,17 @@ def test_a_card_counts_once_by_its_latest_outcome(tmp_path):
     assert (rows["svc", "a", None].accepted, rows["svc", "a", None].overridden) == (1, 0)
     assert ("svc", "a", "s2") in rows and ("svc", "a", "s1") not in rows
     assert store.count() == 3
-    store.dispose()
 
 
 @pytest.mark.parametrize(
     "spelling",
     ["2025-06-13T10:05:00+00:00", "2025-06-13T12:05:00+02:00", "2025-06-13t10:05:00.000000z"],
 )
-def test_the_same_instant_spelt_differently_is_one_item(tmp_path, spelling):
+def test_the_same_instant_spelt_differently_is_one_item(store, spelling):
     """Z, +00:00, another offset and lower case for one instant do not defeat de-duplication."""
-    store = FeedbackStore(make_engine(f"sqlite:///{tmp_path / 'r.sqlite3'}"))
-    store.create_schema()
     assert store.record("svc", [accepted()]).stored == 1
     again = store.record("svc", [accepted(at=spelling)])
     assert (again.stored, again.duplicates) == (0, 1)
-    store.dispose()
 
 
 def test_feedback_over_real_http(live_server):
@@ -215,12 +233,15 @@ def test_feedback_over_real_http(live_server):
     assert response.status_code == 200 and response.json()["stored"] == 1
 
 
+@pytest.mark.integration  # the PostgreSQL driver (psycopg) is in the `integration` extra
 def test_unreachable_store_raises_store_unavailable():
     """A store whose database cannot be reached raises StoreUnavailableError, not a driver error."""
     store = FeedbackStore(make_engine("postgresql+psycopg://nobody@127.0.0.1:1/none"))
-    with pytest.raises(StoreUnavailableError):
-        store.ping()
-    store.dispose()
+    try:
+        with pytest.raises(StoreUnavailableError):
+            store.ping()
+    finally:
+        store.dispose()
 
 
 POSTGRES_URL = os.environ.get("FOOTDROP_TEST_POSTGRES_URL")
@@ -262,7 +283,7 @@ def test_postgres_store_is_idempotent_and_durable(postgres_url, settings, clock)
         dispose(restarted)
 
 
-def test_a_deeply_nested_extension_is_stored_not_a_500(tmp_path):
+def test_a_deeply_nested_extension_is_stored_not_a_500(store):
     """An override extension nested far deeper than json.dumps copes with is stored, not a 500.
 
     The store keeps only the fields it needs, so the fingerprint never serialises the extension.
@@ -276,8 +297,5 @@ def test_a_deeply_nested_extension_is_stored_not_a_500(tmp_path):
     item["overrideReason"]["reason"]["extension"] = deep
     with pytest.raises(RecursionError):
         json.dumps(item)  # what fingerprinting the raw item used to do
-    store = FeedbackStore(make_engine(f"sqlite:///{tmp_path / 'r.sqlite3'}"))
-    store.create_schema()
     assert store.record("svc", [item]).stored == 1
     assert store.record("svc", [overridden(card="deep")]).duplicates == 1  # extension not kept
-    store.dispose()

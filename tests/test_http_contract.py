@@ -18,6 +18,7 @@ from tests.conftest import (
     PREFETCH_KEYS,
     SPEC_EXAMPLE_REQUEST,
     assert_valid_response,
+    dispose,
     empty_bundle,
     patient_view_request,
     with_settings,
@@ -309,12 +310,15 @@ def test_fhir_json_content_type_is_accepted(client):
 
 def test_body_over_the_limit_is_413(settings, clock):
     """A body larger than CDS_MAX_BODY_BYTES is refused with 413 before it is parsed."""
-    small = create_app(with_settings(settings, max_body_bytes=2048), clock=clock).test_client()
+    app = create_app(with_settings(settings, max_body_bytes=2048), clock=clock)
     request = patient_view_request()
     request["prefetch"]["conditions"]["entry"] = [
         {"resource": {"resourceType": "Condition", "id": f"c{i}"}} for i in range(200)
     ]
-    response = _post(small, request)
+    try:
+        response = _post(app.test_client(), request)
+    finally:
+        dispose(app)
     assert response.status_code == 413
     assert response.get_json()["error"] == "request body too large"
 

@@ -38,8 +38,10 @@ def secured(settings, clock, trusted_jwks):
         ),
         clock=clock,
     )
-    yield app
-    dispose(app)
+    try:
+        yield app
+    finally:
+        dispose(app)
 
 
 def minter(audience: str = HOOK_AUD) -> TokenMinter:
@@ -139,20 +141,21 @@ def test_audience_is_the_url_the_client_called_without_public_url(
     app = create_app(
         with_settings(settings, auth=True, jwt_issuers={ISSUER: trusted_jwks.url}), clock=clock
     )
-    with LiveServer(app) as server:
-        url = f"{server.url}/cds-services/{FOOTDROP}"
-        good = minter(url).sign(ec_key)
-        wrong = minter(HOOK_AUD).sign(ec_key)
-        ok = requests.post(
-            url, json=patient_view_request(), timeout=5, headers={"Authorization": f"Bearer {good}"}
-        )
-        refused = requests.post(
-            url,
-            json=patient_view_request(),
-            timeout=5,
-            headers={"Authorization": f"Bearer {wrong}"},
-        )
-    dispose(app)
+    try:
+        with LiveServer(app) as server:
+            url = f"{server.url}/cds-services/{FOOTDROP}"
+            good = minter(url).sign(ec_key)
+            wrong = minter(HOOK_AUD).sign(ec_key)
+            bearer = {"Authorization": f"Bearer {good}"}
+            ok = requests.post(url, json=patient_view_request(), timeout=30, headers=bearer)
+            refused = requests.post(
+                url,
+                json=patient_view_request(),
+                timeout=30,
+                headers={"Authorization": f"Bearer {wrong}"},
+            )
+    finally:
+        dispose(app)
     assert ok.status_code == 200 and refused.status_code == 401
 
 

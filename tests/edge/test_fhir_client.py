@@ -19,6 +19,12 @@ from cds_service.edge.fhir_client import FetchPolicy, FhirClient, is_loopback_ho
 TOKEN = "s3cr3t-access-token"
 LOOPBACK = ("127.0.0.0/8", "::1/128")
 FHIR_JSON = "application/fhir+json"
+#: How long a stalled server holds an answer: far beyond every timeout and deadline below, so a
+#: client that waited for it cannot pass for one that gave up in time, however busy the machine.
+STALL_SECONDS = 30.0
+#: What a fetch may take beyond the timeout or deadline it is cut at (threads, sockets, a busy
+#: machine); still far below STALL_SECONDS.
+SLACK_SECONDS = 3.0
 
 
 def bundle(*resources: dict, next_url: str | None = None, outcome: bool = False) -> dict:
@@ -48,15 +54,33 @@ def delayed(seconds: float, body: dict) -> Callable[[Request], Response]:
     return handler
 
 
+def stalled(server: HTTPServer, body: dict) -> Callable[[Request], Response]:
+    """A handler that holds its answer for STALL_SECONDS, or until the test ends."""
+
+    def handler(_request: Request) -> Response:
+        server.released.wait(STALL_SECONDS)
+        return Response(json.dumps(body), content_type=FHIR_JSON)
+
+    return handler
+
+
 class _LoopbackServer(HTTPServer):
-    """A threaded pytest-httpserver on 127.0.0.1 that stops in milliseconds, not 0.5 s."""
+    """A threaded pytest-httpserver on 127.0.0.1 that stops in milliseconds, not 0.5 s.
+
+    ``released`` is set at teardown: stalled handlers answer then, so none outlives its test.
+    """
 
     def __init__(self) -> None:
         super().__init__(host="127.0.0.1", threaded=True)
+        self.released = threading.Event()
 
     def thread_target(self) -> None:
         assert self.server is not None
         self.server.serve_forever(poll_interval=0.01)
+
+    def stop(self) -> None:
+        self.released.set()
+        super().stop()
 
 
 def _new_server() -> HTTPServer:
@@ -103,9 +127,11 @@ def base(server: HTTPServer) -> str:
 
 @pytest.fixture
 def raw_server() -> Iterator[Callable[[bytes, float], str]]:
-    """A one-shot TCP server that sends fixed bytes, then holds the connection a while."""
+    """A one-shot TCP server that sends fixed bytes, then holds the connection a while (cut
+    short at teardown)."""
     threads: list[threading.Thread] = []
     listeners: list[socket.socket] = []
+    released = threading.Event()
 
     def start(payload: bytes, hold_seconds: float) -> str:
         listener = socket.create_server(("127.0.0.1", 0))
@@ -116,7 +142,7 @@ def raw_server() -> Iterator[Callable[[bytes, float], str]]:
             with conn:
                 conn.recv(65536)
                 conn.sendall(payload)
-                time.sleep(hold_seconds)
+                released.wait(hold_seconds)
 
         thread = threading.Thread(target=serve, daemon=True)
         thread.start()
@@ -124,6 +150,7 @@ def raw_server() -> Iterator[Callable[[bytes, float], str]]:
         return f"http://127.0.0.1:{listener.getsockname()[1]}/fhir"
 
     yield start
+    released.set()
     for thread in threads:
         thread.join(timeout=5)
     for listener in listeners:
@@ -186,16 +213,16 @@ def test_vread_expects_the_resource(server, make_client):
 
 
 def test_queries_run_in_parallel(server, make_client):
-    """Seven queries each delayed 0.3 s finish together in about 0.3 s, not 2.1 s."""
-    server.expect_request("/fhir/Condition").respond_with_handler(delayed(0.3, bundle()))
-    client = make_client(timeout_seconds=1.5, deadline_seconds=3.0, max_workers=8)
+    """Seven queries each delayed 1 s finish together in about 1 s, not 7 s."""
+    server.expect_request("/fhir/Condition").respond_with_handler(delayed(1.0, bundle()))
+    client = make_client(timeout_seconds=10.0, deadline_seconds=20.0, max_workers=8)
     queries = {f"k{i}": f"Condition?patient={i}" for i in range(7)}
     started = time.monotonic()
     result = client.fetch(base(server), TOKEN, queries)
     elapsed = time.monotonic() - started
     assert result.failures == {}
     assert len(result.resources) == 7
-    assert 0.3 <= elapsed < 0.9, elapsed
+    assert 1.0 <= elapsed < 1.0 + SLACK_SECONDS < 7.0, elapsed
 
 
 def test_client_is_reusable_across_calls(server, make_client):
@@ -396,13 +423,14 @@ def test_body_stalling_mid_way_is_a_timeout(raw_server, make_client):
     url = raw_server(
         b"HTTP/1.1 200 OK\r\nContent-Type: application/fhir+json\r\nContent-Length: 500\r\n\r\n"
         b'{"resourceType": "Bundle", "en',
-        0.5,
+        STALL_SECONDS,
     )
-    client = make_client(timeout_seconds=0.2, deadline_seconds=2.0)
+    client = make_client(timeout_seconds=1.0, deadline_seconds=STALL_SECONDS)
     started = time.monotonic()
     result = client.fetch(url, TOKEN, {"c": "Condition?patient=1"})
+    elapsed = time.monotonic() - started
     assert result.failures == {"c": "timeout"}
-    assert time.monotonic() - started < 0.6
+    assert 1.0 <= elapsed < 1.0 + SLACK_SECONDS, elapsed
 
 
 @pytest.mark.parametrize(
@@ -436,13 +464,13 @@ def test_oversized_body_is_a_failure(server, make_client):
 
 def test_slow_response_is_a_timeout(server, make_client):
     """A server slower than the per-request timeout yields 'timeout' after about that time."""
-    server.expect_request("/fhir/Condition").respond_with_handler(delayed(0.6, bundle()))
-    client = make_client(timeout_seconds=0.2, deadline_seconds=2.0)
+    server.expect_request("/fhir/Condition").respond_with_handler(stalled(server, bundle()))
+    client = make_client(timeout_seconds=1.0, deadline_seconds=STALL_SECONDS)
     started = time.monotonic()
     result = client.fetch(base(server), TOKEN, {"c": "Condition?patient=1"})
     elapsed = time.monotonic() - started
     assert result.failures == {"c": "timeout"}
-    assert 0.2 <= elapsed < 0.5, elapsed
+    assert 1.0 <= elapsed < 1.0 + SLACK_SECONDS, elapsed
 
 
 def test_connection_refused(make_client):
@@ -456,10 +484,11 @@ def test_connection_refused(make_client):
 
 
 def test_deadline_cuts_off_a_slow_key(server, make_client):
-    """A key slower than the deadline is 'deadline' and the call returns by deadline + 0.2 s."""
-    server.expect_request("/fhir/Condition").respond_with_handler(delayed(1.0, bundle()))
+    """A key slower than the deadline is 'deadline', the call returns at about the deadline (not
+    when the slow key would have answered) and the fast key is kept."""
+    server.expect_request("/fhir/Condition").respond_with_handler(stalled(server, bundle()))
     server.expect_request("/fhir/Procedure").respond_with_json(bundle())
-    client = make_client(timeout_seconds=2.0, deadline_seconds=0.4)
+    client = make_client(timeout_seconds=STALL_SECONDS * 2, deadline_seconds=2.0)
     started = time.monotonic()
     result = client.fetch(
         base(server), TOKEN, {"slow": "Condition?patient=1", "fast": "Procedure?patient=1"}
@@ -467,30 +496,53 @@ def test_deadline_cuts_off_a_slow_key(server, make_client):
     elapsed = time.monotonic() - started
     assert result.failures == {"slow": "deadline"}
     assert result.resources == {"fast": []}
-    assert 0.4 <= elapsed < 0.6, elapsed
+    assert 2.0 <= elapsed < 2.0 + SLACK_SECONDS, elapsed
 
 
 def test_deadline_stops_pagination(server, make_client):
-    """Pages still to come when the deadline passes are not requested."""
-    server.expect_request("/fhir/Condition").respond_with_handler(
-        delayed(0.25, bundle(condition("c"), next_url="Condition?more=1"))
-    )
-    client = make_client(timeout_seconds=1.0, deadline_seconds=0.4, max_pages=10)
+    """Pages still to come when the deadline passes are not requested: no page is asked for
+    after the fetch has returned, though the server keeps offering next pages."""
+    page_seconds = 1.0
+    asked: list[float] = []  # when each page request arrived
+
+    def page(request: Request) -> Response:
+        asked.append(time.monotonic())
+        return delayed(page_seconds, bundle(condition("c"), next_url=f"Condition?p={len(asked)}"))(
+            request
+        )
+
+    server.expect_request("/fhir/Condition").respond_with_handler(page)
+    client = make_client(timeout_seconds=STALL_SECONDS, deadline_seconds=2.5, max_pages=10)
     result = client.fetch(base(server), TOKEN, {"c": "Condition?patient=1"})
+    returned = time.monotonic()
     assert result.failures == {"c": "deadline"}
-    time.sleep(0.3)
-    assert len(server.log) == 2
+    time.sleep(page_seconds * 3)  # a client still paging would ask for two or three more
+    assert len(asked) >= 2, asked  # it did page before the deadline
+    # At most the request that was already on its way when the deadline passed arrives later.
+    assert len([t for t in asked if t > returned]) <= 1, [t - returned for t in asked]
 
 
 def test_queued_keys_share_the_deadline(server, make_client):
-    """With fewer workers than keys, keys still queued at the deadline fail as 'deadline'."""
-    server.expect_request("/fhir/Condition").respond_with_handler(delayed(0.25, bundle()))
-    client = make_client(timeout_seconds=1.0, deadline_seconds=0.4, max_workers=2)
+    """With fewer workers than keys, keys still queued at the deadline fail as 'deadline' and
+    are never requested: they do not get a deadline of their own once a worker is free."""
+    asked: list[str] = []
+
+    def answer(request: Request) -> Response:
+        asked.append(request.args["p"])
+        if request.args["p"] in ("0", "1"):
+            return Response(json.dumps(bundle()), content_type=FHIR_JSON)
+        return stalled(server, bundle())(request)
+
+    server.expect_request("/fhir/Condition").respond_with_handler(answer)
+    client = make_client(timeout_seconds=STALL_SECONDS * 2, deadline_seconds=2.0, max_workers=2)
     started = time.monotonic()
     result = client.fetch(base(server), TOKEN, {f"k{i}": f"Condition?p={i}" for i in range(6)})
-    assert time.monotonic() - started < 0.9
-    assert len(result.resources) == 2
-    assert set(result.failures.values()) == {"deadline"}
+    elapsed = time.monotonic() - started
+    assert 2.0 <= elapsed < 2.0 + SLACK_SECONDS, elapsed
+    assert result.resources == {"k0": [], "k1": []}
+    assert result.failures == dict.fromkeys(["k2", "k3", "k4", "k5"], "deadline")
+    time.sleep(0.5)  # time for a worker freed at the deadline to (wrongly) start a queued key
+    assert sorted(asked) == ["0", "1", "2", "3"]
 
 
 # --- transport security -------------------------------------------------------------------

@@ -14,8 +14,10 @@ validates inbound resources leniently ("warn") so test data is stored as written
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -28,7 +30,9 @@ from typing import Any
 import requests
 
 FHIR_JSON = "application/fhir+json"
-STARTUP_SECONDS = 30.0
+#: Generous on purpose: imports and the first request take seconds on a busy machine.
+STARTUP_SECONDS = 60.0
+STOP_SECONDS = 10.0
 
 
 class FhirServerError(RuntimeError):
@@ -66,19 +70,25 @@ class SekmetServer:
             except FhirServerError as error:
                 last_error = error
                 self.stop()
+            except BaseException:
+                self.stop()
+                raise
         raise last_error or FhirServerError("SEKMET did not start")
 
     def stop(self) -> None:
-        """Terminate the server process (killed if it does not exit within 5 s)."""
+        """Terminate the server's process group (killed if it does not exit within STOP_SECONDS)
+        and reap it; a no-op when not running."""
         process, self._process = self._process, None
         if process is None:
             return
-        process.terminate()
+        group = process.pid  # start_new_session: the server leads its own process group
+        _signal_group(group, signal.SIGTERM)
         try:
-            process.wait(timeout=5)
+            process.wait(timeout=STOP_SECONDS)
         except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+            _signal_group(group, signal.SIGKILL)
+            process.wait(timeout=STOP_SECONDS)
+        _signal_group(group, signal.SIGKILL)  # anything it started and left behind
 
     def close(self) -> None:
         self.stop()
@@ -151,6 +161,7 @@ class SekmetServer:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
 
     def _wait_ready(self) -> None:
@@ -162,16 +173,21 @@ class SekmetServer:
                     f"SEKMET exited with {self._process.returncode}: {self._log()}"
                 )
             try:
-                if self._http.get(f"{self.base_url}/metadata", timeout=1).status_code == 200:
+                if self._http.get(f"{self.base_url}/metadata", timeout=10).status_code == 200:
                     return
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.05)
+            except requests.RequestException:
+                pass  # not listening yet, or still starting up
+            time.sleep(0.1)
         raise FhirServerError(f"SEKMET not ready after {STARTUP_SECONDS:.0f} s: {self._log()}")
 
     def _log(self) -> str:
         path = self.workdir / f"server-{self.port}.log"
         return path.read_text(errors="replace")[-2000:] if path.exists() else ""
+
+
+def _signal_group(group: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # the group is gone already
+        os.killpg(group, signum)
 
 
 def _free_port() -> int:

@@ -48,11 +48,11 @@ def test_fixture_gives_the_same_cards_by_fetch_as_by_prefetch(
             "subject": "footdrop-cds",
         },
     }
-    by_prefetch = requests.post(url, json=prefetched, timeout=10)
+    by_prefetch = requests.post(url, json=prefetched, timeout=60)
     assert by_prefetch.status_code == 200, by_prefetch.text[:300]
 
     request = {key: value for key, value in prefetched.items() if key != "prefetch"}
-    by_fetch = requests.post(url, json=request, timeout=10)
+    by_fetch = requests.post(url, json=request, timeout=60)
     assert by_fetch.status_code == 200, by_fetch.text[:300]
     assert_valid_response(by_fetch.json())
     check_outcome(fixture, by_fetch.json())
@@ -72,7 +72,7 @@ def test_wrong_fhir_token_is_412(clean_fhir_server, module_live_server, fetch_ca
         "subject": "footdrop-cds",
     }
     response = requests.post(
-        f"{module_live_server.url}/cds-services/{FOOTDROP}", json=request, timeout=10
+        f"{module_live_server.url}/cds-services/{FOOTDROP}", json=request, timeout=60
     )
     assert response.status_code == 412
     assert all(detail.endswith(": unavailable") for detail in response.json()["details"])
