@@ -135,6 +135,23 @@ def test_r7c_anticoagulant_table_and_flush_products():
     assert flush == {"1362060", "1362062", "1658690", "1658692"} and not flush & active
 
 
+def test_r7c_vsac_expansions_loaded_without_antiplatelets():
+    """R7c (2): SCD / SBD of the VSAC anticoagulant sets act; their antiplatelet / NSAID members
+    (clopidogrel, prasugrel, ticlopidine, cilostazol, naproxen) never do."""
+    drugs = DOC["valuesets"]["anticoagulant-drug"]["codes"]
+    active = {e["code"]: e["display"] for e in drugs if e["status"] not in INACTIVE}
+    wanted = {"1364445", "1364435", "855332", "1232082", "1599555", "1037045", "854235"}
+    assert wanted <= set(active)
+    clopidogrel = {"32968", "236991", "174742", "309362", "213169", "749196", "749198"}
+    prasugrel = {"613391", "847020", "855813", "855812", "855816", "855818", "855820"}
+    others = {"10594", "97", "313406", "21107", "242461", "242462", "105899"}
+    assert not (clopidogrel | prasugrel | others) & set(active)
+    words = ("clopidogrel", "plavix", "prasugrel", "effient", "ticlopidine", "cilostazol")
+    words += ("naproxen", "naprosyn")
+    assert not [d for d in active.values() if any(w in d.lower() for w in words)]
+    assert all(e["status"] == "V-VSAC" for e in drugs if e["code"] != "1546356")
+
+
 def test_ms_matches_by_prefix():
     """FY2026: G35 is a category, so MS is matched by prefix."""
     (entry,) = [e for e in DOC["valuesets"]["competing-ms"]["codes"] if e["code"] == "G35"]

@@ -269,6 +269,66 @@ def test_floor_ignores_injections_beyond_ninety_days():
     assert floor_of(condition(), old, statement()) is None
 
 
+def rx_only(code: str) -> dict:
+    """A medicationCodeableConcept carrying one RxNorm coding: no display, no text."""
+    return {"coding": [{"system": RX, "code": code}]}
+
+
+@pytest.mark.parametrize(
+    ("source", "code"),
+    [
+        ({**request(rx="1364445"), "medicationCodeableConcept": rx_only("1364445")}, "1364445"),
+        (statement(medicationCodeableConcept=rx_only("855332")), "855332"),
+        (
+            med_admin(
+                route=(SNOMED, "34206005"),
+                site=None,
+                when="2025-06-05",
+                medicationCodeableConcept=rx_only("854235"),
+            ),
+            "854235",
+        ),
+    ],
+    ids=["request-apixaban-5mg-scd", "statement-warfarin-5mg-scd", "administration-enoxaparin-scd"],
+)
+def test_vsac_scd_code_alone_identifies_the_anticoagulant(source, code):
+    """R7c drug identification (2): an SCD of the VSAC anticoagulant expansions, coded alone
+    (no display, no text), lifts a delayed onset to warning and is named by its VSAC display."""
+    card = delayed(source)
+    assert card["indicator"] == "warning"
+    assert card["detail"].startswith("Anticoagulated (")
+    assert f"(RxNorm {code})" in card["detail"]
+    assert suggestion_keys(card) == FULL
+
+
+def test_outpatient_apixaban_scd_request_gives_the_floor():
+    """R7c: an outpatient MedicationRequest coded only as apixaban 5 MG Oral Tablet (1364445)."""
+    mr = {**request(rx="1364445"), "medicationCodeableConcept": rx_only("1364445")}
+    fd, im = condition(onset="2025-06-19"), im_procedure()
+    assert floor_of(fd, im, now=DELAYED_NOW) is None
+    assert floor_of(fd, im, mr, now=DELAYED_NOW) is not None
+    assert "apixaban 5 MG Oral Tablet (RxNorm 1364445)" in delayed(mr)["detail"]
+
+
+@pytest.mark.parametrize(
+    "code",
+    ["309362", "213169", "855812", "313406", "242461", "105899"],
+    ids=[
+        "clopidogrel-75-scd",
+        "plavix-sbd",
+        "prasugrel-10-scd",
+        "ticlopidine",
+        "cilostazol",
+        "naprosyn",
+    ],
+)
+def test_vsac_antiplatelet_and_nsaid_members_are_not_anticoagulation(code):
+    """R7c: the antiplatelet / NSAID members of the mixed VSAC set are not in the value set."""
+    mr = {**request(rx=code), "medicationCodeableConcept": rx_only(code)}
+    assert floor_of(condition(onset="2025-06-19"), im_procedure(), mr, now=DELAYED_NOW) is None
+    assert delayed(mr)["indicator"] == "info"
+
+
 # --- R7d --------------------------------------------------------------------------------------
 
 
