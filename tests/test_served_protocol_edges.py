@@ -8,11 +8,9 @@ gunicorn's control socket lived in $HOME, one path shared by every instance on t
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import pytest
 import requests
 
 from tests.conftest import FOOTDROP, ROOT
+from tests.processes import stop_group, wait_until_healthy
 
 pytestmark = pytest.mark.integration
 
@@ -61,25 +60,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert process.poll() is None, (home / "server.log").read_text()[-2000:]
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).ok:
-                    break
-            except requests.RequestException:
-                pass
-            assert time.monotonic() < deadline, "gunicorn never answered /healthz"
-            time.sleep(0.2)
+        wait_until_healthy(process, f"http://127.0.0.1:{port}/healthz")
         yield Served(port, home)
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=30)
+        stop_group(process)
         log.close()
 
 

@@ -75,6 +75,16 @@ def _naive_fall(series, grades, within=None):
 START = datetime(2025, 6, 1, tzinfo=UTC)
 
 
+def _series(points: list[tuple[int, int]]) -> list[GradeFact]:
+    """Left dorsiflexion grades, each ``gap`` x 6 h after the one before."""
+    series = []
+    when = START
+    for n, (grade, gap) in enumerate(points):
+        when = when + timedelta(hours=gap * 6)
+        series.append(GradeFact(f"Observation/g{n:03d}", when, grade, "left"))
+    return series
+
+
 @given(
     st.lists(st.tuples(st.integers(0, 5), st.integers(0, 20)), max_size=30),
     st.integers(1, 3),
@@ -82,11 +92,7 @@ START = datetime(2025, 6, 1, tzinfo=UTC)
 )
 def test_the_linear_fall_finds_what_the_quadratic_one_did(points, grades, window_days):
     """R7f's one-pass fall search returns exactly the pair the pairwise search returned."""
-    series = []
-    when = START
-    for n, (grade, gap) in enumerate(points):
-        when = when + timedelta(hours=gap * 6)
-        series.append(GradeFact(f"Observation/g{n:03d}", when, grade, "left"))
+    series = _series(points)
     within = None if window_days is None else timedelta(days=window_days)
     assert _fall(series, grades, within) == _naive_fall(series, grades, within)
 
@@ -100,11 +106,7 @@ def test_the_fall_index_agrees_with_the_search_on_every_suffix(points, grades, w
     """R7f's precomputed index says a suffix holds a fall exactly when the search finds one."""
     from cds_service.domain.pathways.progression import _falls_from, _to_zero
 
-    series = []
-    when = START
-    for n, (grade, gap) in enumerate(points):
-        when = when + timedelta(hours=gap * 6)
-        series.append(GradeFact(f"Observation/g{n:03d}", when, grade, "left"))
+    series = _series(points)
     within = None if window_days is None else timedelta(days=window_days)
     index = _falls_from(series, grades, within)
     zero = _falls_from(series, 1, None, to_zero=True)

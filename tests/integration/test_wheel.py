@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
-import time
 import venv
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 
 from tests.conftest import ROOT
+from tests.processes import stop_group, wait_until_healthy
 
 pytestmark = pytest.mark.integration
 
@@ -132,27 +130,11 @@ def test_the_wheel_serves_healthz_with_its_database_in_the_working_directory(
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 90
-        status = None
-        while time.monotonic() < deadline and server.poll() is None:
-            try:
-                status = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code
-                if status == 200:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        assert status == 200, "the installed service never answered /healthz"
+        wait_until_healthy(server, f"http://127.0.0.1:{port}/healthz")
         assert (workdir / "var" / "feedback.sqlite3").is_file()
         site = next((installed / "lib").glob("python3*/site-packages"))
         assert not (site / "var").exists()
     finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-                server.wait(timeout=30)
+        stop_group(server)
         assert server.stderr is not None
         server.stderr.close()
