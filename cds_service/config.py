@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 from cds_service.errors import OperatorError
 
@@ -152,8 +152,8 @@ class Settings:
         read = _Reader(env, problems)
         settings = cls(
             environment=environment,
-            database_url=read.database_url("CDS_DATABASE_URL"),
-            replay_database_url=read.database_url("CDS_REPLAY_DATABASE_URL", optional=True),
+            database_url=read.database_url("CDS_DATABASE_URL") or default_database_url(),
+            replay_database_url=read.database_url("CDS_REPLAY_DATABASE_URL"),
             content_dir=read.directory("CDS_CONTENT_DIR", DEFAULT_CONTENT_DIR),
             public_url=read.url("CDS_PUBLIC_URL"),
             auth=read.flag("CDS_AUTH", production),
@@ -210,6 +210,9 @@ class Settings:
         return []
 
 
+_N = TypeVar("_N", int, float)
+
+
 class _Reader:
     """Reads one kind of ``CDS_*`` value each; a bad value is recorded and the default kept."""
 
@@ -234,13 +237,8 @@ class _Reader:
         return default
 
     def integer(self, name: str, default: int, low: int, high: int) -> int:
-        raw = self._raw(name)
-        if raw is None:
-            return default
-        try:
-            value = int(raw)
-        except ValueError:
-            self.problems.append(f"{name} must be a whole number, not {raw!r}")
+        value = self._number(name, int, "a whole number")
+        if value is None:
             return default
         if not low <= value <= high:
             self.problems.append(f"{name} must be between {low} and {high}")
@@ -248,18 +246,24 @@ class _Reader:
         return value
 
     def seconds(self, name: str, default: float) -> float:
-        raw = self._raw(name)
-        if raw is None:
-            return default
-        try:
-            value = float(raw)
-        except ValueError:
-            self.problems.append(f"{name} must be a number of seconds, not {raw!r}")
+        value = self._number(name, float, "a number of seconds")
+        if value is None:
             return default
         if not 0 < value <= 60:
             self.problems.append(f"{name} must be between 0 and 60 seconds")
             return default
         return value
+
+    def _number(self, name: str, kind: type[_N], what: str) -> _N | None:
+        """The variable parsed as ``kind``; None when unset or (recorded as a problem) malformed."""
+        raw = self._raw(name)
+        if raw is None:
+            return None
+        try:
+            return kind(raw)
+        except ValueError:
+            self.problems.append(f"{name} must be {what}, not {raw!r}")
+            return None
 
     def choice(
         self, name: str, default: str, allowed: tuple[str, ...], *, upper: bool = False
@@ -298,11 +302,11 @@ class _Reader:
             self.problems.append(f"{name}: {path} is not a directory")
         return path
 
-    def database_url(self, name: str, *, optional: bool = False) -> Any:
+    def database_url(self, name: str) -> str | None:
         """A SQLite or PostgreSQL URL whose driver is installed (checked without connecting)."""
         raw = self._raw(name)
         if raw is None:
-            return None if optional else default_database_url()
+            return None
         problem = database_url_problem(raw, name)
         if problem:
             self.problems.append(problem)

@@ -20,7 +20,7 @@ import pytest
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
-from tests.code_checks import sctid_ok
+from cds_service.domain.code_checks import sctid_ok
 
 FIXTURE_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "patient-view"
 FIXTURE_PATHS = sorted(FIXTURE_DIR.glob("*.json"))

@@ -115,22 +115,23 @@ def _shut(sock: socket.socket) -> None:
     sock.close()
 
 
-class _WatchedHTTPConnection(HTTPConnection):
+class _Watched:
+    """Mixin: hand each new socket to the current fetch's watchdog (closed at the deadline)."""
+
     def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
+        sock: socket.socket = super()._new_conn()  # type: ignore[misc]
         watchdog = getattr(_current, "watchdog", None)
         if watchdog is not None:
             watchdog.watch(sock)
         return sock
 
 
-class _WatchedHTTPSConnection(HTTPSConnection):
-    def _new_conn(self) -> socket.socket:
-        sock = super()._new_conn()
-        watchdog = getattr(_current, "watchdog", None)
-        if watchdog is not None:
-            watchdog.watch(sock)
-        return sock
+class _WatchedHTTPConnection(_Watched, HTTPConnection):
+    pass
+
+
+class _WatchedHTTPSConnection(_Watched, HTTPSConnection):
+    pass
 
 
 class _WatchedHTTPPool(HTTPConnectionPool):
