@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8080
+AXE_VERSION := 4.14.1
 
 .PHONY: serve test test-unit fuzz lint format bench soak check-content clean
 
@@ -23,6 +24,8 @@ $(VENV)/.runtime-postgres: pyproject.toml | $(BIN)/python
 
 $(VENV)/.test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[integration]'
+	@command -v npm >/dev/null 2>&1 || { echo "make test: npm is needed for axe-core (apt-get install npm)"; exit 2; }
+	npm install --silent --no-audit --no-fund --prefix $(VENV)/node axe-core@$(AXE_VERSION)
 	@touch $@ $(VENV)/.runtime $(VENV)/.runtime-postgres
 
 ## Start the service under gunicorn (gthread) on http://127.0.0.1:$(PORT) with development defaults.

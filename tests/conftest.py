@@ -32,7 +32,7 @@ FOOTDROP = "footdrop-im-injection"
 # so `pytest -m "not integration"` runs everything else with only `.[test]` installed.
 
 #: Modules (relative to tests/) whose tests are all integration tests.
-INTEGRATION_MODULES = ("integration/", "test_fuzz_openapi.py")
+INTEGRATION_MODULES = ("integration/", "browser/", "test_fuzz_openapi.py")
 #: Fixtures that start or need a real external part.
 INTEGRATION_FIXTURES = frozenset(
     {"fhir_server", "clean_fhir_server", "postgres", "postgres_url", "postgres_engines"}
