@@ -12,6 +12,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+from cds_service import demo_cli
 from cds_service.config import Settings
 from cds_service.errors import OperatorError
 
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("directory", type=Path, nargs="?", help="default: CDS_CONTENT_DIR")
 
     commands.add_parser("feedback-report", help="acceptance and override counts")
+    demo_cli.add_parser(commands)
 
     args = parser.parse_args(argv)
     try:
@@ -55,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(settings, args)
         if args.command == "call":
             return _call(settings, args)
+        if args.command == "demo-data":
+            return demo_cli.run(args)
         if args.command == "check-content":
             return _check_content(args.directory or settings.content_dir)
         return _feedback_report(settings)

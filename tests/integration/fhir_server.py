@@ -42,9 +42,13 @@ class FhirServerError(RuntimeError):
 class SekmetServer:
     """A running SEKMET FHIR server: ``base_url``, ``token``, ``seed()`` and ``reset()``."""
 
-    def __init__(self, workdir: Path, token: str = "integration-test-token") -> None:
+    def __init__(
+        self, workdir: Path, token: str = "integration-test-token", *, open_access: bool = False
+    ) -> None:
         self.workdir = workdir
         self.token = token
+        #: No authentication at all, like the open servers the CDS Hooks sandbox uses.
+        self.open_access = open_access
         self.port = 0
         self.base_url = ""
         self._process: subprocess.Popen[bytes] | None = None
@@ -147,7 +151,11 @@ class SekmetServer:
             "own_private_key_path": str(self.workdir / "keys" / "sekmet_private.pem"),
             "log_inbound": False,
             "simulator": {"enabled": False},
-            "server_auth": {"types": ["bearer"], "tokens": [self.token]},
+            "server_auth": (
+                {"types": ["none"]}
+                if self.open_access
+                else {"types": ["bearer"], "tokens": [self.token]}
+            ),
             "validation": {"inbound": "warn"},
         }
         config = self.workdir / f"settings-{self.port}.yaml"
@@ -197,9 +205,9 @@ def _free_port() -> int:
 
 
 @contextmanager
-def running_fhir_server(workdir: Path) -> Iterator[SekmetServer]:
+def running_fhir_server(workdir: Path, *, open_access: bool = False) -> Iterator[SekmetServer]:
     """Start a SEKMET server in ``workdir`` for the duration of the block."""
-    server = SekmetServer(workdir)
+    server = SekmetServer(workdir, open_access=open_access)
     try:
         server.start()
         yield server
