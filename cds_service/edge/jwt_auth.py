@@ -100,8 +100,8 @@ class AuthenticationError(Exception):
     """The caller could not be authenticated.
 
     ``reason`` is a short explanation for the server log.  It never contains the token and names
-    no claims other than ``iss``, ``kid`` and ``jti`` (quoted and truncated, as they come from
-    the caller).  It must not be sent to the caller.
+    no claims other than ``iss``, ``kid``, ``jti`` and a refused ``aud`` (quoted and truncated,
+    as they come from the caller).  It must not be sent to the caller.
     """
 
     def __init__(self, reason: str) -> None:
@@ -321,7 +321,13 @@ class JwtVerifier:
         except jwt.InvalidSignatureError:
             raise AuthenticationError(f"bad signature ({where})") from None
         except jwt.InvalidAudienceError:
-            raise AuthenticationError(f"aud does not name this endpoint ({where})") from None
+            # Both audiences, so a CDS_PUBLIC_URL that differs from the host the client calls
+            # (discovery works, every hook call is 401) is plain from one log line.
+            raise AuthenticationError(
+                f"aud {_q(unverified.get('aud'), 160)} does not name this endpoint: expected "
+                f"{_q(audience, 160)} (CDS_PUBLIC_URL must be the base URL the client calls; "
+                f"{where})"
+            ) from None
         except jwt.MissingRequiredClaimError as exc:
             raise AuthenticationError(f"required claim {exc.claim!r} missing ({where})") from None
         except (jwt.PyJWTError, ValueError, TypeError) as exc:

@@ -274,3 +274,21 @@ def test_fhir_server_must_be_on_the_issuers_allow_list(
         assert response.get_json()["details"] == ["conditions: unavailable"]
         assert fetch_causes[-1] == {"conditions": "origin not allowed"}
         assert fetched == []
+
+
+def test_wrong_audience_logs_expected_and_received_audience_never_the_token(
+    secured, ec_key, caplog
+):
+    """A token for another host is 401; the log names both audiences and not the token."""
+    wrong = "http://localhost:8080/cds-services/" + FOOTDROP
+    token = minter(wrong).sign(ec_key)
+    with caplog.at_level("WARNING", logger="cds_service"):
+        response = post_hook(secured, token)
+    assert response.status_code == 401
+    assert wrong not in response.get_data(as_text=True)
+    (record,) = [r for r in caplog.records if getattr(r, "event", None) == "auth"]
+    reason = record.reason  # type: ignore[attr-defined]
+    assert f"aud {wrong!r}" in reason
+    assert f"expected {HOOK_AUD!r}" in reason and "CDS_PUBLIC_URL" in reason
+    for part in token.split("."):
+        assert part not in caplog.text

@@ -900,17 +900,18 @@ def test_policy_jwks_defaults_bound_refresh_staleness_size_and_waiting() -> None
 # --- log hygiene -------------------------------------------------------------------------------
 
 
-def test_reasons_never_carry_claims_beyond_iss_kid_jti(
+def test_reasons_never_carry_claims_beyond_iss_kid_jti_and_a_refused_aud(
     verifier: JwtVerifier, mint: TokenMinter, ec_key: SigningKey
 ) -> None:
-    """Failure reasons name iss/kid/jti at most, never other claim values such as aud or tenant."""
+    """Failure reasons name iss/kid/jti, and aud only when aud is why (issue 13); never tenant."""
     secret_aud = "https://secret-aud.example.org/x"
     cases = [
         mint.claims(aud=secret_aud, tenant="secret-tenant"),
-        mint.claims(exp=NOW - 600, iat=NOW - 900, tenant="secret-tenant"),
+        mint.claims(aud=[AUDIENCE, secret_aud], exp=NOW - 600, iat=NOW - 900, tenant="t-secret"),
         mint.claims(exp=NOW + 7200, tenant="secret-tenant"),
     ]
-    for claims in cases:
+    for index, claims in enumerate(cases):
         reason = refuse_token(verifier, mint.sign(ec_key, claims))
-        assert "secret" not in reason
+        assert "tenant" not in reason and "t-secret" not in reason
+        assert ("secret-aud" in reason) == (index == 0), reason
         assert ec_key.kid in reason
