@@ -173,6 +173,10 @@ def create_app(
     app.json.compact = True  # type: ignore[attr-defined]
     app.extensions["cds_runtime"] = runtime
     app.register_blueprint(bp)
+    if not settings.is_production:  # the development page and card preview; "/" 404s otherwise
+        from cds_service.web.devpage import bp as devpage
+
+        app.register_blueprint(devpage)
     register_error_handlers(app)
     CORS(
         app,

@@ -57,3 +57,22 @@ def on_starting(server: object) -> None:
     except OperatorError as error:
         print(f"cds-service: {error}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+
+
+def post_worker_init(worker: object) -> None:
+    """Serving alone (no nginx), the first worker to boot says where to click next, once.
+
+    Behind nginx, ``cds-service serve`` prints that line itself once nginx answers.
+    """
+    import sys
+
+    from cds_service.config import Settings
+    from cds_service.ready import browsable_base, ready_line
+
+    binds = [str(b) for b in getattr(getattr(worker, "cfg", None), "bind", [])]
+    if getattr(worker, "age", 0) != 1 or not binds or binds[0].startswith(("unix:", "fd:")):
+        return
+    host, _, port = binds[0].rpartition(":")
+    production = Settings.from_env().is_production
+    base = browsable_base(host, int(port)) if port.isdigit() else f"http://{binds[0]}"
+    print(ready_line(base, landing_page=not production), file=sys.stderr, flush=True)

@@ -44,6 +44,7 @@ from cds_service.proxy import (
     listen_address,
     render_nginx_conf,
 )
+from cds_service.ready import Announcer, browsable_base, ready_line
 
 APP = "cds_service:create_app()"
 SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD}
@@ -129,7 +130,13 @@ def _serve_behind_nginx(
         # defaults to one path in $HOME shared by every instance; here it is this instance's own.
         extra += ["--control-socket", str(runtime_dir / "gunicorn.ctl")]
     gunicorn = gunicorn_command(*extra)
-    return Supervisor(gunicorn, nginx_command, sock).run()
+    base = browsable_base(host, port)
+    line = ready_line(base, landing_page=not settings.is_production)
+    return Supervisor(gunicorn, nginx_command, sock, Announcer(base, line, _say)).run()
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def _gunicorn_has(setting: str) -> bool:
@@ -213,9 +220,12 @@ def _own_children() -> list[int]:
 class Supervisor:
     """gunicorn on its socket, then nginx; signals forwarded; both stopped when either exits."""
 
-    def __init__(self, gunicorn: list[str], nginx: list[str], sock: Path) -> None:
+    def __init__(
+        self, gunicorn: list[str], nginx: list[str], sock: Path, announcer: Announcer | None = None
+    ) -> None:
         self.commands = {"gunicorn": gunicorn, "nginx": nginx}
         self.sock = sock
+        self.announcer = announcer  # prints where to click once the service answers
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.exit_codes: dict[str, int] = {}
 
@@ -229,6 +239,8 @@ class Supervisor:
         try:
             return self._run()
         finally:
+            if self.announcer is not None:
+                self.announcer.stop()
             self._kill_leftovers()
             signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
 
@@ -246,6 +258,8 @@ class Supervisor:
                 self.stop(graceful=signo != signal.SIGINT)
                 return 0
         self._start("nginx")
+        if self.announcer is not None:
+            self.announcer.start()
         while True:
             signo = self._wait_signal(1.0)
             if self.exit_codes:
