@@ -162,6 +162,7 @@ def create_app(
                 issuers=settings.jwt_issuers,
                 algorithms=settings.jwt_algorithms,
                 leeway_seconds=settings.jwt_leeway_seconds,
+                jku=settings.jwt_jku,
             ),
             open_replay_guard(settings.replay_url),
         )

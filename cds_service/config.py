@@ -47,6 +47,8 @@ class Settings:
     public_url: str | None = None
     auth: bool = False
     jwt_issuers: Mapping[str, str] = field(default_factory=dict)
+    #: iss -> the ``jku`` its tokens carry when its JWKS is served from elsewhere (CDS_JWT_JKU).
+    jwt_jku: Mapping[str, str] = field(default_factory=dict)
     jwt_algorithms: tuple[str, ...] = ("ES384", "RS384")
     jwt_leeway_seconds: int = 30
     cors_origins: tuple[str, ...] = ("*",)
@@ -158,6 +160,7 @@ class Settings:
             public_url=read.url("CDS_PUBLIC_URL"),
             auth=read.flag("CDS_AUTH", production),
             jwt_issuers=read.issuers("CDS_JWT_ISSUERS"),
+            jwt_jku=read.issuers("CDS_JWT_JKU"),
             jwt_algorithms=read.csv("CDS_JWT_ALGORITHMS", ("ES384", "RS384")),
             jwt_leeway_seconds=read.integer("CDS_JWT_LEEWAY_SECONDS", 30, 0, 300),
             cors_origins=read.csv("CDS_CORS_ORIGINS", ("*",)),
@@ -204,6 +207,7 @@ class Settings:
                 issuers=self.jwt_issuers,
                 algorithms=self.jwt_algorithms,
                 leeway_seconds=self.jwt_leeway_seconds,
+                jku=self.jwt_jku,
             )
         except ValueError as error:
             return [_setting_words(str(error))]
@@ -437,4 +441,5 @@ def _setting_words(message: str) -> str:
     """Say a JWT policy problem in the operator's terms (the setting, not the class field)."""
     message = message.replace("JwtPolicy.algorithms", "CDS_JWT_ALGORITHMS")
     message = message.replace("JwtPolicy.issuers", "CDS_JWT_ISSUERS")
+    message = message.replace("JwtPolicy.jku", "CDS_JWT_JKU")
     return message.replace(" or with allow_insecure_jwks=True", "")

@@ -41,7 +41,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
@@ -149,6 +149,9 @@ class JwtPolicy:
     jwks_max_bytes: int = 256 * 1024
     #: Longest a request waits for a refresh its unknown ``kid`` triggered (or one in flight).
     jwks_wait_seconds: float = 1.0
+    #: iss -> the ``jku`` its tokens carry, when its JWK Set is fetched from another URL (e.g. the
+    #: CDS Hooks sandbox's keys served locally). That ``jku`` is accepted too; it is never fetched.
+    jku: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         issuers = dict(self.issuers)
@@ -162,6 +165,11 @@ class JwtPolicy:
             _check_jwks_url(iss, url, allow_insecure=self.allow_insecure_jwks)
         # A read-only copy: later changes to the caller's dict must not change who is trusted.
         object.__setattr__(self, "issuers", MappingProxyType(issuers))
+        jku = dict(self.jku)
+        for iss, url in jku.items():
+            if iss not in issuers or not isinstance(url, str) or not url:
+                raise ValueError(f"JwtPolicy.jku: {iss!r} must be a trusted issuer with a URL")
+        object.__setattr__(self, "jku", MappingProxyType(jku))
 
         algorithms = tuple(self.algorithms)
         if isinstance(self.algorithms, str) or not algorithms:
@@ -279,7 +287,7 @@ class JwtVerifier:
         issuer_keys = self._issuer_keys[iss]
         where = f"iss={_q(iss)} kid={_q(kid)}"
 
-        if "jku" in header and header["jku"] != issuer_keys.url:
+        if "jku" in header and header["jku"] not in (issuer_keys.url, policy.jku.get(iss)):
             raise AuthenticationError(
                 f"jku is not the JWKS URL configured for the issuer ({where})"
             )

@@ -292,3 +292,44 @@ def test_wrong_audience_logs_expected_and_received_audience_never_the_token(
     assert f"expected {HOOK_AUD!r}" in reason and "CDS_PUBLIC_URL" in reason
     for part in token.split("."):
         assert part not in caplog.text
+
+
+SANDBOX_JKU = "https://sandbox.cds-hooks.org/.well-known/jwks.json"
+
+
+def test_locally_served_jwks_with_the_announced_jku_is_accepted(
+    settings, clock, trusted_jwks, ec_key
+):
+    """Keys served locally, CDS_JWT_JKU naming the jku the tokens carry: accepted; others not."""
+    app = create_app(
+        with_settings(
+            settings,
+            auth=True,
+            jwt_issuers={ISSUER: trusted_jwks.url},
+            jwt_jku={ISSUER: SANDBOX_JKU},
+            public_url=PUBLIC,
+        ),
+        clock=clock,
+    )
+    try:
+        assert post_hook(app, minter().sign(ec_key, jku=SANDBOX_JKU)).status_code == 200
+        assert post_hook(app, minter().sign(ec_key, jku=trusted_jwks.url)).status_code == 200
+        other = "https://elsewhere.example.org/jwks.json"
+        assert post_hook(app, minter().sign(ec_key, jku=other)).status_code == 401
+    finally:
+        dispose(app)
+
+
+def test_jku_for_an_untrusted_issuer_is_one_setting_error():
+    """CDS_JWT_JKU naming an issuer absent from CDS_JWT_ISSUERS is refused at start-up."""
+    from cds_service.config import Settings, SettingsError
+
+    env = {
+        "CDS_AUTH": "on",
+        "CDS_JWT_ISSUERS": '{"https://ehr.example.org": "https://ehr.example.org/jwks"}',
+        "CDS_JWT_JKU": f'{{"https://other.example.org": "{SANDBOX_JKU}"}}',
+    }
+    with pytest.raises(SettingsError, match="CDS_JWT_JKU"):
+        Settings.from_env(env)
+    env["CDS_JWT_JKU"] = f'{{"https://ehr.example.org": "{SANDBOX_JKU}"}}'
+    assert Settings.from_env(env).jwt_jku == {"https://ehr.example.org": SANDBOX_JKU}

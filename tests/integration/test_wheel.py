@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from tests.conftest import ROOT
 from tests.processes import stop_group, wait_until_healthy
@@ -132,6 +133,11 @@ def test_the_wheel_serves_healthz_with_its_database_in_the_working_directory(
     try:
         wait_until_healthy(server, f"http://127.0.0.1:{port}/healthz")
         assert (workdir / "var" / "feedback.sqlite3").is_file()
+        # The development page's templates, stylesheet and demo patients ship in the wheel.
+        base = f"http://127.0.0.1:{port}"
+        page = requests.get(f"{base}/?demo=foot-drop-after-gluteal-injection", timeout=30)
+        assert page.status_code == 200 and 'class="card card-warning"' in page.text
+        assert requests.get(f"{base}/devpage-static/devpage.css", timeout=30).status_code == 200
         site = next((installed / "lib").glob("python3*/site-packages"))
         assert not (site / "var").exists()
     finally:
