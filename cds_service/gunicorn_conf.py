@@ -60,19 +60,33 @@ def on_starting(server: object) -> None:
 
 
 def post_worker_init(worker: object) -> None:
-    """Serving alone (no nginx), the first worker to boot says where to click next, once.
+    """Say where to click next once every worker has booted (see cds_service.ready).
 
-    Behind nginx, ``cds-service serve`` prints that line itself once nginx answers.
+    Behind nginx, ``cds-service serve`` prints that line itself once nginx answers and every
+    worker has left its mark; alone, the worker that completes the first batch prints it.
     """
     import sys
 
     from cds_service.config import Settings
-    from cds_service.ready import browsable_base, ready_line
+    from cds_service.ready import (
+        announce_when_all_booted,
+        browsable_base,
+        mark_worker_ready,
+        ready_line,
+    )
 
-    binds = [str(b) for b in getattr(getattr(worker, "cfg", None), "bind", [])]
-    if getattr(worker, "age", 0) != 1 or not binds or binds[0].startswith(("unix:", "fd:")):
+    if mark_worker_ready(os.getpid()):
+        return
+    cfg = getattr(worker, "cfg", None)
+    binds = [str(b) for b in getattr(cfg, "bind", [])]
+    if not binds or binds[0].startswith("unix:"):
         return
     host, _, port = binds[0].rpartition(":")
-    production = Settings.from_env().is_production
     base = browsable_base(host, int(port)) if port.isdigit() else f"http://{binds[0]}"
-    print(ready_line(base, landing_page=not production), file=sys.stderr, flush=True)
+    line = ready_line(base, landing_page=not Settings.from_env().is_production)
+    announce_when_all_booted(
+        line,
+        int(getattr(cfg, "workers", 1)),
+        int(getattr(worker, "age", 0)),
+        lambda text: print(text, file=sys.stderr, flush=True),
+    )

@@ -44,7 +44,7 @@ from cds_service.proxy import (
     listen_address,
     render_nginx_conf,
 )
-from cds_service.ready import Announcer, browsable_base, ready_line
+from cds_service.ready import READY_DIR_VARIABLE, Announcer, browsable_base, ready_line
 
 APP = "cds_service:create_app()"
 SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD}
@@ -132,7 +132,22 @@ def _serve_behind_nginx(
     gunicorn = gunicorn_command(*extra)
     base = browsable_base(host, port)
     line = ready_line(base, landing_page=not settings.is_production)
-    return Supervisor(gunicorn, nginx_command, sock, Announcer(base, line, _say)).run()
+    ready_dir = runtime_dir / "ready"
+    ready_dir.mkdir()
+    announcer = Announcer(base, line, _say, ready_dir, _worker_count())
+    supervisor = Supervisor(gunicorn, nginx_command, sock, announcer)
+    supervisor.env["gunicorn"] = {**os.environ, READY_DIR_VARIABLE: str(ready_dir)}
+    return supervisor.run()
+
+
+def _worker_count() -> int:
+    """The workers gunicorn will start (its shared config), for the ready line's wait."""
+    try:
+        from cds_service import gunicorn_conf
+
+        return int(gunicorn_conf.workers)
+    except (ValueError, TypeError, AttributeError):
+        return 1
 
 
 def _say(line: str) -> None:
@@ -226,6 +241,7 @@ class Supervisor:
         self.commands = {"gunicorn": gunicorn, "nginx": nginx}
         self.sock = sock
         self.announcer = announcer  # prints where to click once the service answers
+        self.env: dict[str, dict[str, str]] = {}  # a child's environment, when not ours
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.exit_codes: dict[str, int] = {}
 
@@ -276,7 +292,7 @@ class Supervisor:
 
     def _start(self, name: str) -> None:
         self.children[name] = subprocess.Popen(
-            self.commands[name], preexec_fn=_child_setup(os.getpid())
+            self.commands[name], preexec_fn=_child_setup(os.getpid()), env=self.env.get(name)
         )
 
     def _one_exited(self) -> int:

@@ -57,6 +57,9 @@ def _serve_until_ready(env: dict[str, str], log: Path) -> tuple[str, str]:
     text = log.read_text(errors="replace")
     assert text.count("footdrop-cds ready") == 1, text[-2000:]
     assert line == ready_line(base, landing_page=True)
+    after = text.split(line, 1)[1]
+    # It ends the start-up: no worker boots or reports "started" after it.
+    assert "Booting worker" not in after and '"msg":"started"' not in after, after[:2000]
     return line, text
 
 
