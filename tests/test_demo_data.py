@@ -91,7 +91,7 @@ def test_shifted_demos_give_their_fixtures_cards_today(settings, now):
         _check(demo.expected, demo.request, body)
 
 
-def test_shifted_positive_demo_has_the_same_card_outline_as_the_fixture(settings):
+def test_each_shifted_demo_has_the_same_card_outline_as_its_fixture(settings):
     """Indicator and suggestion labels (dates aside) are the fixture's at its own evalTime."""
     for spec in DEMOS:
         fixture = json.loads(DEMO_DIR.joinpath(f"{spec.slug}.json").read_text("utf-8"))
