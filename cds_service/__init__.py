@@ -123,6 +123,8 @@ def create_app(
     refused = settings.production_problems()  # also for Settings built without from_env
     if refused:
         raise SettingsError("; ".join(refused))
+    if not settings.is_production:  # imported here, before any background thread starts
+        from cds_service.web.devpage import bp as devpage
     configure_logging(settings.log_level)
     content, services = load_content_and_services(settings.content_dir)
     handlers = build_handlers(content, settings)
@@ -175,8 +177,6 @@ def create_app(
     app.extensions["cds_runtime"] = runtime
     app.register_blueprint(bp)
     if not settings.is_production:  # the development page and card preview; "/" 404s otherwise
-        from cds_service.web.devpage import bp as devpage
-
         app.register_blueprint(devpage)
     register_error_handlers(app)
     CORS(
