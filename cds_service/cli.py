@@ -47,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("directory", type=Path, nargs="?", help="default: CDS_CONTENT_DIR")
 
     commands.add_parser("feedback-report", help="acceptance and override counts")
+    commands.add_parser(
+        "init-db", help="create the feedback and replay tables, then exit (a one-shot migration)"
+    )
 
     args = parser.parse_args(argv)
     try:
@@ -57,6 +60,11 @@ def main(argv: list[str] | None = None) -> int:
             return _call(settings, args)
         if args.command == "check-content":
             return _check_content(args.directory or settings.content_dir)
+        if args.command == "init-db":
+            from cds_service.migrate import init_schema
+
+            print("\n".join(init_schema(settings)))
+            return 0
         return _feedback_report(settings)
     except OperatorError as error:
         print(f"cds-service: {error}", file=sys.stderr)
