@@ -385,3 +385,48 @@ def test_three_instances_behind_nginx_survive_one_killed(
         nginx.stop()
         for instance in instances:
             instance.stop()
+
+
+#: Processes that create the schema at the same moment (replicas starting together).
+RACERS = 6
+
+
+def test_the_schema_is_created_safely_by_many_instances_at_once(database: str) -> None:
+    """`cds-service init-db` (what the compose file's migrate service and the Kubernetes init
+    container run, and what every instance does at start-up) released at one instant from
+    several processes on an empty database: every one succeeds and the tables are there."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDS_")}
+    env["CDS_DATABASE_URL"] = database
+    release = time.time() + 3.0  # after every interpreter has started and imported
+    program = (
+        "import sys, time; from cds_service.cli import main; "
+        "time.sleep(max(0.0, float(sys.argv[1]) - time.time())); sys.exit(main(['init-db']))"
+    )
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", program, repr(release)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        for _ in range(RACERS)
+    ]
+    try:
+        errors = [racer.communicate(timeout=120)[1].decode() for racer in racers]
+    finally:
+        for racer in racers:
+            stop_group(racer)
+    assert [racer.returncode for racer in racers] == [0] * RACERS, errors
+    engine = create_engine(database)
+    try:
+        with engine.connect() as connection:
+            tables = set(
+                connection.execute(
+                    text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+                ).scalars()
+            )
+    finally:
+        engine.dispose()
+    assert {"feedback", "feedback_accepted_suggestion", "jwt_replay"} <= tables
