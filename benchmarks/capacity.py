@@ -150,6 +150,8 @@ class ModeResult:
     instance_requests_per_core_second: float  # nginx included
     memory_after_warmup: Memory
     memory_after_run: Memory
+    #: CPU seconds PostgreSQL's processes used in the run (with --postgres-pid), else None.
+    postgres_cpu_seconds: float | None
     loadavg_before: tuple[float, float, float]
     loadavg_after: tuple[float, float, float]
     tool: str
@@ -157,6 +159,19 @@ class ModeResult:
 
 def _cpu_by_role(pgid: int) -> dict[int, tuple[str, float]]:
     return {p.pid: (p.role, p.cpu_seconds) for p in group(pgid)}
+
+
+def _tree_cpu(root: int | None) -> dict[int, float]:
+    """CPU seconds of ``root`` and its children (PostgreSQL: the postmaster and its backends)."""
+    if root is None:
+        return {}
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            stat = _stat(int(entry.name))
+            if stat is not None and (int(entry.name) == root or stat[0] == root):
+                found[int(entry.name)] = stat[2]
+    return found
 
 
 def measure(
@@ -205,9 +220,9 @@ def measure(
             after_warmup = memory(pgid)
             tokens = int(args.seconds * args.max_rps) + 500
             loadavg_before = os.getloadavg()
-            before = _cpu_by_role(pgid)
+            before, postgres_before = _cpu_by_role(pgid), _tree_cpu(args.postgres_pid)
             result = load(args.connections, args.seconds, tokens)
-            after = _cpu_by_role(pgid)
+            after, postgres_after = _cpu_by_role(pgid), _tree_cpu(args.postgres_pid)
             loadavg_after = os.getloadavg()
             after_run = memory(pgid)
     spent = {"app": 0.0, "nginx": 0.0}
@@ -230,6 +245,11 @@ def measure(
         instance_requests_per_core_second=round(answered / (spent["app"] + spent["nginx"]), 1)
         if spent["app"] + spent["nginx"]
         else 0.0,
+        postgres_cpu_seconds=round(
+            sum(cpu - postgres_before.get(pid, 0.0) for pid, cpu in postgres_after.items()), 2
+        )
+        if args.postgres_pid
+        else None,
         memory_after_warmup=after_warmup,
         memory_after_run=after_run,
         loadavg_before=tuple(round(x, 2) for x in loadavg_before),  # type: ignore[arg-type]
@@ -269,6 +289,11 @@ def report(results: list[ModeResult], args: argparse.Namespace) -> str:
             f"{mem.supervisor_rss_mib:g} MiB; CPU s app {r.app_cpu_seconds:g}, "
             f"nginx {r.nginx_cpu_seconds:g}; {r.tool}"
         )
+        if r.postgres_cpu_seconds is not None:
+            per_request = 1000 * r.postgres_cpu_seconds / max(1, r.requests - r.errors)
+            lines.append(
+                f"  PostgreSQL: {r.postgres_cpu_seconds:g} CPU s, {per_request:.2f} ms per request"
+            )
     return "\n".join(lines)
 
 
@@ -280,6 +305,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--max-rps", type=float, default=1200.0, help="tokens minted per second")
     parser.add_argument("--database-url", default=None, help="default: SQLite in a temp dir")
+    parser.add_argument(
+        "--postgres-pid",
+        type=int,
+        default=None,
+        help="the postmaster's PID (first line of $PGDATA/postmaster.pid): its CPU is reported",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
     wrk = ensure_wrk()
