@@ -213,15 +213,16 @@ class Nginx:
         if self.process is not None:
             stop_group(self.process)
 
-    def upstreams_tried(self, offset: int = 0) -> list[list[str]]:
-        """Per request logged after ``offset``: the instances nginx tried, in order."""
+    def upstreams_tried(self, offset: int = 0) -> list[tuple[int, list[str]]]:
+        """Per request logged after ``offset``: its status and the instances tried, in order."""
         with self.access_log.open("rb") as log:
             log.seek(offset)
             lines = log.read().decode().splitlines()
         tried = []
         for line in lines:
-            addresses = line.split(" upstream=", 1)[1].split(" upstream_status=", 1)[0]
-            tried.append(addresses.split(", "))
+            before, after = line.split(" upstream=", 1)
+            addresses = after.split(" upstream_status=", 1)[0]
+            tried.append((int(before.rsplit(" ", 1)[1]), addresses.split(", ")))
         return tried
 
 
@@ -365,10 +366,13 @@ def test_three_instances_behind_nginx_survive_one_killed(
         # nginx took b out: after the kill it tried b only for the requests in flight, then once
         # per worker per fail_timeout; without that, least_conn would send it a third of them.
         after_kill = nginx.upstreams_tried(log_offset)
-        tried_b = [tried for tried in after_kill if b.address in tried]
+        tried_b = [tried for _, tried in after_kill if b.address in tried]
         windows = 1 + int(after_seconds // FAIL_TIMEOUT_SECONDS) + 1
         assert len(tried_b) <= CLIENTS + NGINX_WORKERS * windows, tried_b
         assert len(after_kill) >= 120
+        # Everything answered after the kill was answered by a or c.
+        answered_by = {tried[-1] for status, tried in after_kill if status == 200}
+        assert answered_by == {a.address, c.address}
 
         # ... and back in: restarted on its port, it gets traffic through the proxy again.
         served_before = b.hook_calls_served()
