@@ -250,6 +250,9 @@ def test_k8s_invariants() -> None:
     resources = container["resources"]
     assert _mib(resources["requests"]["memory"]) >= 1.5 * MEASURED_POD_PSS_MIB
     assert _mib(resources["limits"]["memory"]) >= 2 * _mib(resources["requests"]["memory"])
+    # One core per worker: a worker is one GIL; the HPA's percentage is of this request.
+    assert int(resources["requests"]["cpu"]) == int(config["WEB_CONCURRENCY"])
+    assert resources["limits"]["cpu"] == resources["requests"]["cpu"]
 
     # Stopping: preStop, then nginx's graceful stop, then gunicorn's, within the grace period.
     pre_stop = int(container["lifecycle"]["preStop"]["exec"]["command"][1])
