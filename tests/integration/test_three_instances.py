@@ -115,10 +115,13 @@ class Client:
         return jwt.encode(claims, self._key, algorithm="ES384", headers={"kid": KID})
 
     def post(self, base: str, path: str, body: Any, token: str | None = None) -> int:
-        """POST with a fresh token (or the one given); the status, 0 when no answer came."""
+        """POST with a fresh token (or the one given); the status, 0 when the connection broke
+        without a whole answer, -1 when none came in time (never expected)."""
         headers = {"Authorization": f"Bearer {token or self.token(path)}"}
         try:
-            return requests.post(base + path, json=body, headers=headers, timeout=30).status_code
+            return requests.post(base + path, json=body, headers=headers, timeout=60).status_code
+        except requests.Timeout:
+            return -1
         except requests.RequestException:
             return 0
 
@@ -350,10 +353,12 @@ def test_three_instances_behind_nginx_survive_one_killed(
             after_seconds = time.monotonic() - killed_at
         results = list(load.results)
 
+        # What b had in flight fails: 502 from nginx, or (0) the connection closed without a
+        # whole answer when b died after its headers had gone out. Neither acknowledges anything.
         failed = [r for r in results if r.status != 200]
-        assert {r.status for r in failed} <= {502}, failed
-        # Only what b had in flight fails (nginx re-sends no POST it has sent: the jti may be
-        # claimed already); from shortly after the kill on, every request succeeds.
+        assert {r.status for r in failed} <= {0, 502}, failed
+        # Only that fails (nginx re-sends no POST it has sent: the jti may be claimed already);
+        # from shortly after the kill on, every request succeeds.
         assert len(failed) <= 2 * CLIENTS, failed
         late = [r for r in results if r.started > killed_at + 2.0]
         assert all(r.status == 200 for r in late), [r for r in late if r.status != 200]
