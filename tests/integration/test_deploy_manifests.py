@@ -6,6 +6,7 @@ an unknown or misspelt field fails). `docker compose config` and a cluster are n
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,6 @@ from typing import Any
 import pytest
 import yaml
 
-from cds_service import gunicorn_conf
 from cds_service.config import Settings
 from cds_service.deploy_nginx import COMPOSE_CONF_PATH, compose_conf
 from cds_service.proxy import SHUTDOWN_SECONDS
@@ -27,6 +27,19 @@ KUBERNETES_VERSION = "1.34.0"
 #: `python -m benchmarks.capacity`: PSS of one pod (nginx, gunicorn master, 2 workers) after
 #: warm-up and load, in MiB (README "Capacity and scaling").
 MEASURED_POD_PSS_MIB = 210
+
+
+def gunicorn_setting(name: str) -> Any:
+    """A constant of cds_service/gunicorn_conf.py, read without importing it (importing a
+    gunicorn config module may set up the master's environment in this process)."""
+    tree = ast.parse((ROOT / "cds_service" / "gunicorn_conf.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and [ast.unparse(t) for t in node.targets] == [name]:
+            return ast.literal_eval(node.value)
+    raise LookupError(name)
+
+
+GRACEFUL_TIMEOUT = gunicorn_setting("graceful_timeout")
 
 # --- compose.yaml ------------------------------------------------------------------------------
 
@@ -94,7 +107,7 @@ def test_compose_starts_in_order_on_health(compose: dict[str, Any]) -> None:
     assert "pg_isready" in services["postgres"]["healthcheck"]["test"]
     # SIGTERM: gunicorn finishes what it has within its graceful timeout; compose waits longer.
     grace = int(services["cds"]["stop_grace_period"].removesuffix("s"))
-    assert grace > gunicorn_conf.graceful_timeout
+    assert grace > GRACEFUL_TIMEOUT
 
 
 def test_compose_settings_pass_the_production_checks(compose: dict[str, Any]) -> None:
@@ -256,7 +269,7 @@ def test_k8s_invariants() -> None:
 
     # Stopping: preStop, then nginx's graceful stop, then gunicorn's, within the grace period.
     pre_stop = int(container["lifecycle"]["preStop"]["exec"]["command"][1])
-    needed = pre_stop + SHUTDOWN_SECONDS + gunicorn_conf.graceful_timeout
+    needed = pre_stop + SHUTDOWN_SECONDS + GRACEFUL_TIMEOUT
     assert pod["spec"]["terminationGracePeriodSeconds"] >= needed
 
     # Service, autoscaler and disruption budget all point at these pods.

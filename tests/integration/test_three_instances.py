@@ -307,7 +307,9 @@ def test_three_instances_behind_nginx_survive_one_killed(
     require_nginx()
     nginx_port = free_port()
     client = Client(httpserver, public_url=f"http://127.0.0.1:{nginx_port}")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CDS_", "GUNICORN_"))}
+    # Each instance its own: no settings, gunicorn or metrics directory inherited from this run.
+    private = ("CDS_", "GUNICORN_", "PROMETHEUS_MULTIPROC_DIR", "FOOTDROP_METRICS_OWNER")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(private)}
     env.update(
         CDS_ENVIRONMENT="test",
         CDS_PROXY="off",
