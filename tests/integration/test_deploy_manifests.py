@@ -192,6 +192,10 @@ def test_k8s_manifests_validate_strictly_against_the_pinned_kubernetes() -> None
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
     listed = set(kustomization["resources"])
     assert listed == {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+    # `images` renames the image every container runs (kustomize matches it without its tag).
+    pod = objects["Deployment"]["spec"]["template"]["spec"]
+    used = {c["image"].split(":")[0] for c in [*pod["containers"], *pod["initContainers"]]}
+    assert {i["name"] for i in kustomization["images"]} == used
 
 
 def test_k8s_strict_validation_refuses_a_misspelt_field() -> None:
