@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import yaml
 from cds_service.config import Settings
 from cds_service.deploy_nginx import COMPOSE_CONF_PATH, compose_conf
 from cds_service.proxy import SHUTDOWN_SECONDS
+from tests.integration.serve_support import require_nginx
 
 pytestmark = pytest.mark.integration
 
@@ -155,6 +157,22 @@ def test_compose_proxy_runs_the_generated_nginx_conf(compose: dict[str, Any]) ->
     assert "proxy_next_upstream error timeout;" in conf
     assert "non_idempotent" not in conf, "a POST already sent must never be re-sent"
     assert "proxy_request_buffering on;" in conf
+
+
+def test_compose_nginx_conf_is_accepted_by_nginx(tmp_path: Path) -> None:
+    """`nginx -t` on the compose file's configuration, moved onto this machine: its paths into a
+    temporary directory, the replicas' DNS name onto loopback, no ``resolve`` (nginx >= 1.27.3,
+    newer than Debian's) and no user switch."""
+    conf = compose_conf().replace("/tmp/", f"{tmp_path}/").replace("/tmp;", f"{tmp_path};")
+    conf = conf.replace("server cds:8080 resolve ", "server 127.0.0.1:9 ")
+    conf = conf.replace("user nginx nginx;\n", "").replace("0.0.0.0:8080", "127.0.0.1:9")
+    assert "cds:8080" not in conf and "user " not in conf
+    (tmp_path / "nginx.conf").write_text(conf)
+    command = [require_nginx(), "-t", "-e", "stderr", "-p", str(tmp_path)]
+    done = subprocess.run(
+        [*command, "-c", str(tmp_path / "nginx.conf")], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
 
 
 # --- deploy/k8s --------------------------------------------------------------------------------
