@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
 
     commands.add_parser("feedback-report", help="acceptance and override counts")
     demo_cli.add_parser(commands)
+    commands.add_parser(
+        "init-db", help="create the feedback and replay tables, then exit (a one-shot migration)"
+    )
 
     args = parser.parse_args(argv)
     try:
@@ -61,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
             return demo_cli.run(args)
         if args.command == "check-content":
             return _check_content(args.directory or settings.content_dir)
+        if args.command == "init-db":
+            from cds_service.migrate import init_schema
+
+            print("\n".join(init_schema(settings)))
+            return 0
         return _feedback_report(settings)
     except OperatorError as error:
         print(f"cds-service: {error}", file=sys.stderr)

@@ -115,13 +115,23 @@ class NginxLayout:
     worker_connections: int = WORKER_CONNECTIONS
     open_files: int = 2 * WORKER_CONNECTIONS + 256
     user: tuple[str, str] | None = None  # only when started as root: workers keep that identity
+    # Several instances (cds_service/deploy_nginx.py): parameters appended to every ``server``
+    # line (passive health: ``max_fails=1 fail_timeout=5s``), a DNS resolver (re-resolves the
+    # upstream names; needs nginx >= 1.27.3 and a shared zone) and an access log of which
+    # instance answered (no PHI: method, path, status, upstream, times).
+    server_params: str = ""
+    resolver: str | None = None
+    access_log: str | None = None
 
 
 def render_nginx_conf(settings: Settings, layout: NginxLayout) -> str:
     """The whole nginx.conf: nothing outside ``layout.runtime_dir`` is read or written."""
     run = layout.runtime_dir
     timeout = f"{settings.client_timeout_seconds:g}s"
-    upstream_servers = "\n".join(f"        server {address};" for address in layout.upstreams)
+    params = f" {layout.server_params}" if layout.server_params else ""
+    upstream_servers = "\n".join(
+        f"        server {address}{params};" for address in layout.upstreams
+    )
     # A URI, not a named location: a request line nginx cannot parse has no URI to redirect from.
     error_pages = "\n".join(
         f"        error_page {code} /.nginx-error/{code};" for code in NGINX_ERRORS
@@ -132,6 +142,17 @@ def render_nginx_conf(settings: Settings, layout: NginxLayout) -> str:
         for code, text in NGINX_ERRORS.items()
     )
     user = f"user {layout.user[0]} {layout.user[1]};\n" if layout.user else ""
+    if layout.access_log:
+        access_log = (
+            "log_format cds_upstream '$time_iso8601 $request_method $uri $status "
+            "upstream=$upstream_addr upstream_status=$upstream_status "
+            "request_time=$request_time';\n"
+            f"    access_log {layout.access_log} cds_upstream;"
+        )
+    else:
+        access_log = "access_log off;  # the app logs one JSON line per request (without PHI)"
+    resolver = f"    resolver {layout.resolver} valid=10s;\n" if layout.resolver else ""
+    zone = "        zone cds_gunicorn 64k;\n" if layout.resolver else ""
     return f"""\
 # Rendered by `cds-service serve` at every start (cds_service/proxy.py); edits here are lost.
 {user}daemon off;
@@ -148,8 +169,8 @@ events {{
 
 http {{
     server_tokens off;
-    access_log off;  # the app logs one JSON line per request (without PHI)
-    default_type application/json;
+    {access_log}
+{resolver}    default_type application/json;
     client_body_temp_path {run}/client_body;
     proxy_temp_path {run}/proxy;
     fastcgi_temp_path {run}/fastcgi;
@@ -176,7 +197,7 @@ http {{
     # Several servers (gunicorn instances, one socket each) are balanced by in-flight requests.
     upstream cds_gunicorn {{
         least_conn;
-{upstream_servers}
+{zone}{upstream_servers}
         keepalive 32;
         keepalive_timeout {UPSTREAM_KEEPALIVE_SECONDS}s;
     }}
@@ -200,6 +221,12 @@ http {{
             proxy_request_buffering on;
             proxy_buffering on;
             proxy_connect_timeout 5s;
+            # Another server is tried only when this one could not be reached or did not answer.
+            # A POST already sent is never re-sent (nginx's default for non-idempotent methods):
+            # its JWT's jti may be claimed already, and the retry would be refused as a replay.
+            proxy_next_upstream error timeout;
+            proxy_next_upstream_tries 3;
+            proxy_next_upstream_timeout 10s;
             proxy_send_timeout {UPSTREAM_SECONDS}s;
             proxy_read_timeout {UPSTREAM_SECONDS}s;
         }}
