@@ -174,6 +174,11 @@ def create_app(
     app.extensions["cds_runtime"] = runtime
     app.register_blueprint(bp)
     register_error_handlers(app)
+    from cds_service.app import init_app as init_smart_app
+    from cds_service.web.handlers import build_policy
+
+    init_smart_app(app, settings, content, build_policy(settings), services, runtime.clock)
+    runtime.closers.append(app.extensions["cds_app"].fetcher.close)
     CORS(
         app,
         resources={r"/cds-services*": {}, r"/healthz": {}, r"/openapi.json": {}},

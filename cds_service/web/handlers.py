@@ -18,14 +18,19 @@ SITE_SELECT_SERVICE_ID = "im-injection-site-select"
 SITE_SIGN_SERVICE_ID = "im-injection-site-sign"
 
 
-def build_handlers(content: Any, settings: Settings) -> dict[str, Handler]:
-    """Handlers by service id; discovery (services.yaml) names which ids exist."""
-    policy = Policy(
+def build_policy(settings: Settings) -> Policy:
+    """The engine's local policy from the settings (the hooks and the app share it)."""
+    return Policy(
         order_intent=settings.order_intent,
         site_time_zone=settings.site_timezone,
         mrc_code_system=settings.mrc_code_system,
         mrc_rows=load_mrc_codes(settings.mrc_codes_file) if settings.mrc_codes_file else None,
     )
+
+
+def build_handlers(content: Any, settings: Settings) -> dict[str, Handler]:
+    """Handlers by service id; discovery (services.yaml) names which ids exist."""
+    policy = build_policy(settings)
 
     def patient_view(
         request: HookRequest, resources: Sequence[Mapping[str, Any]], now: datetime
