@@ -37,8 +37,12 @@ class SessionBox:
         digest = hashlib.sha256(f"footdrop-cds app {purpose}\0{secret}".encode()).digest()
         self._fernet = Fernet(base64.urlsafe_b64encode(digest))
 
-    def seal(self, value: dict[str, Any]) -> str:
-        return self._fernet.encrypt(json.dumps(value, separators=(",", ":")).encode()).decode()
+    def seal(self, value: dict[str, Any], at: int | None = None) -> str:
+        """Encrypt and sign ``value``; ``at`` (Unix time) backdates it, for tests of expiry."""
+        data = json.dumps(value, separators=(",", ":")).encode()
+        if at is not None:
+            return self._fernet.encrypt_at_time(data, at).decode()
+        return self._fernet.encrypt(data).decode()
 
     def open(self, sealed: str | None, max_age_seconds: int) -> dict[str, Any]:
         """The value, or :class:`SessionError` when absent, tampered with or expired."""
