@@ -25,6 +25,9 @@ def build_policy(settings: Settings) -> Policy:
         site_time_zone=settings.site_timezone,
         mrc_code_system=settings.mrc_code_system,
         mrc_rows=load_mrc_codes(settings.mrc_codes_file) if settings.mrc_codes_file else None,
+        app_launch_url=f"{settings.public_url.rstrip('/')}/app/launch"
+        if settings.public_url
+        else None,
     )
 
 
