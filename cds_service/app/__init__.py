@@ -15,7 +15,7 @@ from flask import Flask
 
 from cds_service.config import Settings
 from cds_service.domain.content import Content
-from cds_service.domain.engine import Policy
+from cds_service.domain.policy import Policy
 from cds_service.domain.services import ServiceSpec
 
 __all__ = ["init_app"]

@@ -20,7 +20,8 @@ MILESTONE_TOP, MILESTONE_ROW = 8, 16
 GRADE_TOP, GRADE_HEIGHT = 112, 150
 EVENT_TOP = 290
 HEIGHT = 340
-SIDE_CLASS = {"left": "left", "right": "right"}
+SIDES = ("left", "right")
+DORSIFLEXION = (None, "dorsiflexion", "ankle-dorsiflexion")
 
 
 def _parse(value: object) -> date | None:
@@ -109,11 +110,11 @@ def build_plot(timeline: Mapping[str, Any]) -> Plot:
         end = x(m.get("end")) if m.get("end") else start + 4
         plot.milestones.append({**m, "x": start, "w": max(4.0, end - start),
                                 "y": MILESTONE_TOP + row * MILESTONE_ROW})  # fmt: skip
-    dorsiflexion = [g for g in grades if g.get("muscle") in (None, "ankle-dorsiflexion")]
+    dorsiflexion = [g for g in grades if g.get("muscle") in DORSIFLEXION]
     for side in ("left", "right", None):
         points = sorted(
             ({**g, "x": x(g.get("date")), "y": y(_value(g))} for g in dorsiflexion
-             if g.get("side") == side),
+             if (g.get("side") if g.get("side") in SIDES else None) == side),
             key=lambda p: (p["date"], p["x"]),
         )  # fmt: skip
         if not points:

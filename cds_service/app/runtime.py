@@ -12,7 +12,7 @@ from cds_service.app.session import SessionBox
 from cds_service.app.smart import ClientConfig
 from cds_service.config import Settings
 from cds_service.domain.content import Content
-from cds_service.domain.engine import Policy
+from cds_service.domain.policy import Policy
 from cds_service.domain.mrc import MrcCodes
 from cds_service.domain.prefetch import with_page_size
 from cds_service.domain.prefetch_templates import fill_template

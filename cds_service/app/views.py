@@ -141,8 +141,8 @@ def callback() -> Response:
     return response
 
 
-def _app_context(raw: object) -> dict[str, str]:
-    """The card's appContext (a JSON string): only short string fields are kept."""
+def _app_context(raw: object) -> dict[str, Any]:
+    """The card's appContext (a JSON string): short strings and lists of them, nothing else."""
     if isinstance(raw, str):
         try:
             raw = json.loads(raw)
@@ -150,9 +150,15 @@ def _app_context(raw: object) -> dict[str, str]:
             return {}
     if not isinstance(raw, dict):
         return {}
-    return {
-        str(k)[:40]: v[:200] for k, v in raw.items() if isinstance(v, str) and len(str(k)) <= 40
-    }
+    kept: dict[str, Any] = {}
+    for key, value in list(raw.items())[:10]:
+        if not isinstance(key, str) or len(key) > 40:
+            continue
+        if isinstance(value, str):
+            kept[key] = value[:200]
+        elif isinstance(value, list):
+            kept[key] = [v[:200] for v in value[:10] if isinstance(v, str)]
+    return kept
 
 
 def _session() -> dict[str, Any]:

@@ -147,7 +147,11 @@ def test_card_link_opens_page_and_a_recorded_grade_reaches_the_next_card(
     """Hook → card link → SMART launch → plot, evidence and plan → record → FHIR → next card."""
     card = call_hook(world)
     assert card["indicator"] == "warning"
-    link = {"url": f"{world.cds_url}/app/launch", "appContext": '{"service": "x"}'}  # TEMP
+    link = smart_link(card)
+    assert link["label"] == "Evidence and timeline"
+    assert link["url"] == f"{world.cds_url}/app/launch"
+    context = json.loads(link["appContext"])
+    assert context["service"] == FOOTDROP and context["trigger"] == "Condition/pv13-cond-footdrop"
 
     page = browser_page
     response = launch(page, world, link)
