@@ -108,8 +108,13 @@ def build_plot(timeline: Mapping[str, Any]) -> Plot:
     for row, m in enumerate(milestones):
         start = x(m.get("start"))
         end = x(m.get("end")) if m.get("end") else start + 4
-        plot.milestones.append({**m, "x": start, "w": max(4.0, end - start),
-                                "y": MILESTONE_TOP + row * MILESTONE_ROW})  # fmt: skip
+        width = max(4.0, end - start)
+        # a label that would run off the right edge is set to the left of its mark
+        flip = start + width > WIDTH * 0.6
+        plot.milestones.append({**m, "x": start, "w": width,
+                                "y": MILESTONE_TOP + row * MILESTONE_ROW,
+                                "label_x": start - 3 if flip else start + width + 3,
+                                "anchor": "end" if flip else "start"})  # fmt: skip
     dorsiflexion = [g for g in grades if g.get("muscle") in DORSIFLEXION]
     for side in ("left", "right", None):
         points = sorted(

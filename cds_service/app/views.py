@@ -15,6 +15,8 @@ import time
 from typing import Any
 
 from flask import Blueprint, Response, current_app, redirect, render_template, request
+from markdown_it import MarkdownIt
+from markupsafe import Markup
 
 from cds_service.app import record, smart
 from cds_service.app.errors import AppError
@@ -24,6 +26,8 @@ from cds_service.app.runtime import AppRuntime
 from cds_service.app.session import SessionError
 
 log = logging.getLogger("cds_service.app")
+
+_MARKDOWN = MarkdownIt("js-default")  # CommonMark with raw HTML off: notes cannot inject markup
 
 bp = Blueprint("smart_app", __name__, url_prefix="/app", template_folder="templates",
                static_folder="static", static_url_path="/static")  # fmt: skip
@@ -36,6 +40,12 @@ LAUNCH_SECONDS = 600
 def app_runtime() -> AppRuntime:
     runtime: AppRuntime = current_app.extensions["cds_app"]
     return runtime
+
+
+@bp.app_template_filter("markdown")
+def _markdown(text: str) -> Markup:
+    """A page note (markdown from the card content) as HTML; raw HTML in it is escaped."""
+    return Markup(_MARKDOWN.render(str(text)))  # noqa: S704 - markdown-it escapes raw HTML
 
 
 @bp.after_request
