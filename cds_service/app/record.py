@@ -137,9 +137,13 @@ def write(iss: str, token: str, observations: Sequence[dict[str, Any]]) -> None:
                 timeout=WRITE_TIMEOUT, allow_redirects=False,
             )  # fmt: skip
         except requests.Timeout:
-            raise AppError(504, "The FHIR server did not answer in time: nothing was recorded.")
+            raise AppError(
+                504, "The FHIR server did not answer in time: nothing was recorded."
+            ) from None
         except requests.RequestException:
-            raise AppError(502, "The FHIR server could not be reached: nothing was recorded.")
+            raise AppError(
+                502, "The FHIR server could not be reached: nothing was recorded."
+            ) from None
     if response.status_code in (401, 403):
         raise AppError(403, "The FHIR server refused the write: nothing was recorded.")
     if response.status_code not in (200, 201):

@@ -12,8 +12,8 @@ from cds_service.app.session import SessionBox
 from cds_service.app.smart import ClientConfig
 from cds_service.config import Settings
 from cds_service.domain.content import Content
-from cds_service.domain.policy import Policy
 from cds_service.domain.mrc import MrcCodes
+from cds_service.domain.policy import Policy
 from cds_service.domain.prefetch import with_page_size
 from cds_service.domain.prefetch_templates import fill_template
 from cds_service.domain.services import ServiceSpec
@@ -65,8 +65,10 @@ class AppRuntime:
             return iss.rstrip("/") in bases
         if self.settings.is_production:
             return False
-        return target.scheme == "https" or self.settings.allow_insecure_fhir or (
-            is_loopback_host(target.host)
+        return (
+            target.scheme == "https"
+            or self.settings.allow_insecure_fhir
+            or (is_loopback_host(target.host))
         )
 
     def read_patient(self, iss: str, token: str, patient: str) -> list[dict[str, Any]]:

@@ -14,9 +14,10 @@ import secrets
 import time
 from typing import Any
 
-from flask import Blueprint, Response, current_app, redirect, render_template, request
+from flask import Blueprint, current_app, redirect, render_template, request
 from markdown_it import MarkdownIt
 from markupsafe import Markup
+from werkzeug.wrappers import Response
 
 from cds_service.app import record, smart
 from cds_service.app.errors import AppError
@@ -45,7 +46,7 @@ def app_runtime() -> AppRuntime:
 @bp.app_template_filter("markdown")
 def _markdown(text: str) -> Markup:
     """A page note (markdown from the card content) as HTML; raw HTML in it is escaped."""
-    return Markup(_MARKDOWN.render(str(text)))  # noqa: S704 - markdown-it escapes raw HTML
+    return Markup(_MARKDOWN.render(str(text)))
 
 
 @bp.after_request
@@ -112,7 +113,9 @@ def callback() -> Response:
     try:
         pending = runtime.launch_box.open(request.cookies.get(LAUNCH_COOKIE), LAUNCH_SECONDS)
     except SessionError:
-        raise AppError(401, "The launch has expired or was not started here: launch again.")
+        raise AppError(
+            401, "The launch has expired or was not started here: launch again."
+        ) from None
     if not hmac.compare_digest(str(pending.get("state")), request.args.get("state", "")):
         raise AppError(400, "The authorization answer does not belong to this launch (state).")
     error = request.args.get("error")

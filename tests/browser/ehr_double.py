@@ -24,6 +24,7 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.serving import make_server
 
 CLIENT_ID = "footdrop-cds-app"
+FHIR_JSON = "application/fhir+json"
 
 
 @dataclass
@@ -115,7 +116,7 @@ class EhrDouble:
         double = self
 
         class CodeGrant(grants.AuthorizationCodeGrant):
-            TOKEN_ENDPOINT_AUTH_METHODS = ["none"]
+            TOKEN_ENDPOINT_AUTH_METHODS = ["none"]  # noqa: RUF012 - Authlib's class attribute
 
             def save_authorization_code(self, code: str, req: Any) -> None:
                 launch = double.launches.get(request.args.get("launch", ""), {})
@@ -198,12 +199,10 @@ class EhrDouble:
             upstream = requests.request(
                 request.method, url, data=request.get_data(), timeout=30,
                 headers={"Authorization": f"Bearer {double.sekmet_token}",
-                         "Content-Type": request.headers.get("Content-Type", "application/fhir+json"),
-                         "Accept": "application/fhir+json"},
+                         "Content-Type": request.headers.get("Content-Type", FHIR_JSON),
+                         "Accept": FHIR_JSON},
             )  # fmt: skip
-            body = upstream.content.replace(
-                double.sekmet_base.encode(), double.fhir_base.encode()
-            )
+            body = upstream.content.replace(double.sekmet_base.encode(), double.fhir_base.encode())
             return Response(body, status=upstream.status_code,
                             content_type=upstream.headers.get("Content-Type"))  # fmt: skip
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -228,9 +228,7 @@ def _error(page: Any, response: Any, status: int) -> str:
     return text
 
 
-def test_failure_paths_give_a_clear_page_with_the_right_status(
-    world: World, chromium: Any
-) -> None:
+def test_failure_paths_give_a_clear_page_with_the_right_status(world: World, chromium: Any) -> None:
     """Wrong state 400; no, forged or expired session 401; denied 401; read-only; forged form
     400; FHIR server down 502; authorization server unreachable 502; untrusted iss 400."""
     context = chromium.new_context(viewport={"width": 400, "height": 800})
