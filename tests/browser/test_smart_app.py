@@ -24,7 +24,7 @@ from werkzeug.serving import make_server
 
 from cds_service import create_app
 from cds_service.config import DEFAULT_CONTENT_DIR, Settings
-from tests.browser.conftest import axe_violations, screenshot
+from tests.browser.conftest import ARTIFACTS, axe_violations, screenshot
 from tests.browser.ehr_double import EhrDouble
 from tests.browser.shifted import fixture_resources, shift_days
 from tests.conftest import FIXTURES, FOOTDROP, dispose, load_json
@@ -200,6 +200,9 @@ def test_card_link_opens_page_and_a_recorded_grade_reaches_the_next_card(
         page.set_viewport_size({"width": width, "height": 900})
         assert axe_violations(page) == [], width
         screenshot(page, f"app-page-{width}")
+    # the README's picture (docs/app-page.png): the first screen at full width
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.screenshot(path=str(ARTIFACTS / "app-page-first-screen.png"))
 
     # record today's grade: form → confirmation → FHIR server → the page → the next card
     page.set_viewport_size({"width": 1280, "height": 900})
