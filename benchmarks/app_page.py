@@ -26,7 +26,9 @@ from cds_service.app.views import _render_page
 from cds_service.config import DEFAULT_CONTENT_DIR, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURE = ROOT / "fixtures" / "patient-view" / "13-no-recovery-after-4-months-surgical-referral.json"
+FIXTURE = (
+    ROOT / "fixtures" / "patient-view" / "13-no-recovery-after-4-months-surgical-referral.json"
+)
 SECRET = "benchmark-secret-" + "x" * 32
 RUNS = 15
 NOW = datetime(2025, 6, 2, 10, tzinfo=UTC)  # the fixture's evalTime
@@ -50,12 +52,18 @@ def _resources(grades: int) -> dict[str, list[dict[str, Any]]]:
             "resourceType": "Observation",
             "id": f"g{i}",
             "status": "final",
-            "code": {"coding": [{"system": "http://example.org/fhir/CodeSystem/site-flowsheet",
-                                 "code": "MRC-ANKLE-DF-L" if i % 2 else "MRC-ANKLE-DF-R"}]},
+            "code": {
+                "coding": [
+                    {
+                        "system": "http://example.org/fhir/CodeSystem/site-flowsheet",
+                        "code": "MRC-ANKLE-DF-L" if i % 2 else "MRC-ANKLE-DF-R",
+                    }
+                ]
+            },
             "subject": {"reference": "Patient/pv13"},
             "effectiveDateTime": (start + timedelta(hours=i * 30)).isoformat(),
             "valueInteger": 1 + (i * 3) // max(1, grades) % 4,
-        }  # fmt: skip
+        }
         for i in range(grades)
     ]
     return by_type

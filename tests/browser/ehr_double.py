@@ -88,6 +88,8 @@ class EhrDouble:
         self.read_only = False
         self.fhir_down = False
         self.hold = False  # the authorization page waits (the user has not answered yet)
+        #: The patient the user picks on the authorization page of a standalone launch.
+        self.standalone_patient: str | None = None
         self.launches: dict[str, dict[str, Any]] = {}
         self.codes: dict[str, Code] = {}
         self.tokens: set[str] = set()
@@ -120,6 +122,8 @@ class EhrDouble:
 
             def save_authorization_code(self, code: str, req: Any) -> None:
                 launch = double.launches.get(request.args.get("launch", ""), {})
+                if "launch" not in request.args and "launch/patient" in (req.scope or "").split():
+                    launch = {"patient": double.standalone_patient}
                 scope = req.scope or ""
                 if double.read_only:
                     scope = " ".join(s for s in scope.split() if not s.endswith(".c"))

@@ -233,7 +233,8 @@ def _error(page: Any, response: Any, status: int) -> str:
 
 def test_failure_paths_give_a_clear_page_with_the_right_status(world: World, chromium: Any) -> None:
     """Wrong state 400; no, forged or expired session 401; denied 401; read-only; forged form
-    400; FHIR server down 502; authorization server unreachable 502; untrusted iss 400."""
+    400; FHIR server down 502; authorization server unreachable 502; untrusted iss 400; then a
+    standalone launch (iss only) works without appContext."""
     context = chromium.new_context(viewport={"width": 400, "height": 800})
     context.set_default_timeout(60_000)
     ehr = world.ehr
@@ -306,5 +307,18 @@ def test_failure_paths_give_a_clear_page_with_the_right_status(world: World, chr
         assert "not one this service" in _error(page, page.goto(untrusted), 400)
         _error(page, page.goto(f"{world.cds_url}/app/launch"), 400)
         assert axe_violations(page) == []
+
+        # standalone launch (iss only): launch/patient, the user picks the patient at the EHR
+        ehr.standalone_patient = PATIENT
+        try:
+            response = page.goto(f"{world.cds_url}/app/launch?iss={ehr.fhir_base}")
+            assert response is not None and response.status == 200
+            scopes = ehr.authorize_requests[-1]["scope"].split()
+            assert "launch/patient" in scopes and "launch" not in scopes
+            assert "launch" not in ehr.authorize_requests[-1]
+            assert page.locator('[data-kind="grade"]').count() >= 3
+            assert page.locator("#opened-from").count() == 0  # no appContext: recomputed
+        finally:
+            ehr.standalone_patient = None
     finally:
         context.close()
