@@ -93,9 +93,15 @@ def measure(grades: int) -> tuple[float, float, float, float]:
             )  # fmt: skip
             app = create_app(settings, clock=lambda: NOW)
             try:
-                session = {"iss": stub.base_url, "access_token": "t", "patient": "pv13",
-                           "scope": "patient/Observation.rs patient/Observation.c",
-                           "csrf": "c", "app_context": {}, "expires": int(time.time()) + 3600}  # fmt: skip
+                session = {
+                    "iss": stub.base_url,
+                    "access_token": "t",
+                    "patient": "pv13",
+                    "scope": "patient/Observation.rs patient/Observation.c",
+                    "csrf": "c",
+                    "app_context": {},
+                    "expires": int(time.time()) + 3600,
+                }
                 cookie = SessionBox(SECRET, "session").seal(session)
                 client = app.test_client()
                 client.set_cookie("footdrop_app_session", cookie, path="/app")
