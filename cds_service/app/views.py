@@ -72,8 +72,17 @@ def _app_error(error: AppError) -> tuple[str, int]:
 
 
 def _set_cookie(response: Response, name: str, value: str, seconds: int) -> None:
+    """Secure, HttpOnly, SameSite=None (the app lives in the EHR's iframe), and Partitioned
+    (CHIPS): kept per top-level EHR site, so browsers that block third-party cookies keep it."""
     response.set_cookie(
-        name, value, max_age=seconds, path="/app", secure=True, httponly=True, samesite="None"
+        name,
+        value,
+        max_age=seconds,
+        path="/app",
+        secure=True,
+        httponly=True,
+        samesite="None",
+        partitioned=True,
     )
 
 
@@ -148,8 +157,9 @@ def callback() -> Response:
     }
     response = redirect("/app/", code=303)
     _set_cookie(response, SESSION_COOKIE, runtime.session_box.seal(session), lifetime)
-    response.delete_cookie(LAUNCH_COOKIE, path="/app", secure=True, httponly=True,
-                           samesite="None")  # fmt: skip
+    response.delete_cookie(
+        LAUNCH_COOKIE, path="/app", secure=True, httponly=True, samesite="None", partitioned=True
+    )
     log.info("app launched", extra={"event": "app", "status": 303})
     return response
 

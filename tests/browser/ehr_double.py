@@ -4,7 +4,8 @@ The authorization server is Authlib's (``AuthorizationServer`` with the authoriz
 and PKCE required); it auto-approves a launch, or denies it (``deny``), or grants read scopes
 only (``read_only``). Its token response carries the launch's ``patient`` and ``appContext``.
 ``{base}/fhir`` serves ``.well-known/smart-configuration`` and forwards everything else to the
-SEKMET server after checking the bearer token it issued (``fhir_down`` answers 503 instead).
+SEKMET server after checking the bearer token it issued (``fhir_down`` answers 503 instead);
+``/ehr?src=...`` is a chart page showing the app in a 400 px iframe, as a CDS client does.
 Everything runs in one thread on a free loopback port, stopped by ``close()``.
 """
 
@@ -21,6 +22,7 @@ from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import ClientMixin, grants
 from authlib.oauth2.rfc7636 import CodeChallenge
 from flask import Flask, Response, jsonify, request
+from markupsafe import escape
 from werkzeug.serving import make_server
 
 CLIENT_ID = "footdrop-cds-app"
@@ -173,6 +175,17 @@ class EhrDouble:
                                      "context-ehr-patient", "permission-v2"],
                 }
             )  # fmt: skip
+
+        @app.get("/ehr")
+        def ehr_page() -> Response:
+            """The EHR's chart with the app in a 400 px side-panel iframe (``src``: launch URL)."""
+            src = escape(request.args.get("src", ""))
+            return Response(
+                f'<!doctype html><html lang="en"><title>EHR</title><body><main>'
+                f'<iframe src="{src}" width="400" height="900" title="Evidence and timeline">'
+                f"</iframe></main></body></html>",
+                content_type="text/html",
+            )
 
         @app.get("/authorize")
         def authorize() -> Response:

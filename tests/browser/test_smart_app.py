@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import pytest
 import requests
@@ -76,6 +76,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             allow_insecure_fhir=True,
             public_url=url,
             fhir_origins={"https://ehr.example": (ehr.fhir_base, unreachable)},
+            app_frame_ancestors=("'self'", ehr.base_url),
             app_secret=SECRET,
             fhir_timeout_seconds=5.0,
             fhir_deadline_seconds=10.0,
@@ -222,6 +223,31 @@ def test_card_link_opens_page_and_a_recorded_grade_reaches_the_next_card(
     assert fives[0]["subject"]["reference"] == f"Patient/{PATIENT}"
     after = call_hook(world)
     assert after["indicator"] == "info" and after["summary"] != card["summary"]
+
+
+def test_the_app_works_in_the_ehrs_400_px_iframe_and_nowhere_else(
+    world: World, browser_page: Any
+) -> None:
+    """Framed by the configured EHR origin the launch completes in the iframe (cookies and all);
+    an origin not in CDS_APP_FRAME_ANCESTORS gets nothing rendered."""
+    page = browser_page
+    launch_url = f"{world.cds_url}/app/launch?iss={world.ehr.fhir_base}"
+    trusted = f"{world.ehr.base_url}/ehr?src="
+    page.goto(trusted + quote(f"{launch_url}&launch={world.ehr.launch(PATIENT, None)}"))
+    frame = page.frame_locator("iframe")
+    assert frame.locator('[data-kind="grade"]').count() >= 3
+    assert frame.locator("h1").inner_text() == "Evidence and timeline"
+    assert axe_violations(page) == []
+    screenshot(page, "app-page-in-ehr-iframe")
+
+    foreign = trusted.replace("127.0.0.1", "localhost")
+    page.goto(foreign + quote(f"{launch_url}&launch={world.ehr.launch(PATIENT, None)}"))
+    page.wait_for_load_state("load")
+    app_frames = [f for f in page.frames if f != page.main_frame]
+    assert app_frames and not any(
+        f.url.startswith(world.cds_url) and "Evidence and timeline" in f.content()
+        for f in app_frames
+    )
 
 
 def _error(page: Any, response: Any, status: int) -> str:
