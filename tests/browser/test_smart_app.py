@@ -10,6 +10,7 @@ scope, forged form, unreachable FHIR and authorization servers).
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import threading
 import time
@@ -142,10 +143,32 @@ def shifted_dates(world: World, kind: str) -> list[str]:
     )
 
 
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.getMessage()} {record.__dict__}")
+
+
 def test_card_link_opens_page_and_a_recorded_grade_reaches_the_next_card(
     world: World, browser_page: Any
 ) -> None:
-    """Hook → card link → SMART launch → plot, evidence and plan → record → FHIR → next card."""
+    """Hook → card link → SMART launch → plot, evidence and plan → record → FHIR → next card;
+    the service's log never carries the patient, a token or the session."""
+    records = _Records()
+    logging.getLogger("cds_service").addHandler(records)
+    try:
+        _walk_the_main_path(world, browser_page)
+    finally:
+        logging.getLogger("cds_service").removeHandler(records)
+    assert any("app launched" in line for line in records.lines)
+    secrets = [PATIENT, *world.ehr.tokens]
+    assert not [line for line in records.lines if any(s in line for s in secrets)]
+
+
+def _walk_the_main_path(world: World, browser_page: Any) -> None:
     card = call_hook(world)
     assert card["indicator"] == "warning"
     link = smart_link(card)
