@@ -33,8 +33,8 @@ __all__ = ["TraceInput", "build_trace", "red_flag_refs"]
 
 SERVICE_ID = "footdrop-im-injection"
 GUIDELINE = (
-    "Carolus AE, Becker M, Cuny J, Smektala R, Schmieder K, Brenke C. The Interdisciplinary "
-    "Management of Foot Drop. Dtsch Arztebl Int 2019;116:347-54, doi:10.3238/arztebl.2019.0347"
+    "Carolus et al. The Interdisciplinary Management of Foot Drop. Dtsch Arztebl Int 2019, "
+    "doi:10.3238/arztebl.2019.0347"
 )
 #: R8 milestones not in thresholds.yaml: the nerve-surgery window closes about 6 months in.
 NERVE_SURGERY_WINDOW_END = timedelta(days=182)
@@ -585,6 +585,11 @@ def _timeline(source: TraceInput) -> dict[str, Any]:
     }
 
 
+def _lines(notes: Sequence[str]) -> list[str]:
+    """One Markdown sentence (or list item) per entry; a template may hold several lines."""
+    return [line.strip() for note in notes for line in note.splitlines() if line.strip()]
+
+
 def build_trace(source: TraceInput) -> dict[str, Any]:
     """The JSON-ready trace of one evaluation (see the module docstring for the contract)."""
     card = source.built.card if source.built is not None else None
@@ -615,7 +620,7 @@ def build_trace(source: TraceInput) -> dict[str, Any]:
         "thresholds": thresholds,
         "ignored": _ignored(source),
         "citations": citations,
-        "page_notes": list(source.built.page_notes) if source.built is not None else [],
+        "page_notes": _lines(source.built.page_notes) if source.built is not None else [],
         "plan": _plan(source),
         "timeline": _timeline(source),
     }
