@@ -175,9 +175,9 @@ def create_app(
     app.register_blueprint(bp)
     register_error_handlers(app)
     from cds_service.app import init_app as init_smart_app
-    from cds_service.web.handlers import build_policy
+    from cds_service.web.handlers import policy_for
 
-    init_smart_app(app, settings, content, build_policy(settings), services, runtime.clock)
+    init_smart_app(app, settings, content, policy_for(settings), services, runtime.clock)
     runtime.closers.append(app.extensions["cds_app"].fetcher.close)
     CORS(
         app,

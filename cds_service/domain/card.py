@@ -113,6 +113,12 @@ def summary_actions(content: Content, plan: Plan) -> list[str]:
     return [", ".join(parts[:n]) for n in range(len(parts), 0, -1)]
 
 
+def _without(text: str, part: str) -> str:
+    """``text`` without the last occurrence of ``part``."""
+    head, found, tail = text.rpartition(part)
+    return head + tail if found else text
+
+
 def fit_summary(candidates: Sequence[str]) -> str:
     """The first candidate under the CDS Hooks limit (< 140 characters), else the last, clipped."""
     for text in candidates:
@@ -291,12 +297,19 @@ def _already_ordered(content: Content, plan: Plan) -> str:
         lines.append(
             content.text(
                 "already-ordered",
-                order=f"{_ORDER_NAMES.get(item.what, item.what)} ({item.label})",
+                order=_ORDER_NAMES.get(item.what, item.what),
                 verb=verb,
                 when=f"{when}{status}",
             )
         )
     return "\n".join(lines)
+
+
+def existing_notes(plan: Plan) -> list[str]:
+    """The orders on file with their full labels and references (app page, R9a)."""
+    return [
+        f"- {_ORDER_NAMES.get(e.what, e.what)} on file: {e.label} ({e.ref})" for e in plan.existing
+    ]
 
 
 def frame_card(
@@ -390,6 +403,15 @@ def _severity(content: Content, grade: int) -> str:
     return content.phrase("severity-normal")
 
 
+def _onset_short(trig: Trigger) -> str:
+    """The onset in the card's one line of why: a date, or a range of dates."""
+    if trig.lo is None:
+        return f"not recorded (first recorded {trig.hi:%Y-%m-%d})"
+    if trig.hi - trig.lo <= _DAY:
+        return f"{trig.lo:%Y-%m-%d}"
+    return f"{trig.lo:%Y-%m-%d} to {trig.hi:%Y-%m-%d}"
+
+
 def _injection_date(a: Assessment) -> str:
     return f"{a.injection.time:%Y-%m-%d}"
 
@@ -465,8 +487,9 @@ def attribution_card(
                 for a_text in actions
                 for text in (
                     content.text("summary-info", reason=reason, actions=a_text, **words),
-                    content.text("summary-info", reason=reason, actions=a_text, **words).replace(
-                        f" ({reason})", ""
+                    _without(
+                        content.text("summary-info", reason=reason, actions=a_text, **words),
+                        f" ({reason})",
                     ),
                 )
             ]
@@ -604,8 +627,6 @@ def attribution_card(
         held.append(content.text("note-repeat-emg-held", grade=grades[-1].text))
     if child:
         notes.append(content.text("note-child"))
-    if a.lead == "emg" and not central:
-        notes.append(content.text("note-emg-normal"))
     notes.append(content.text("note-every-card"))
     notes.append(content.text("note-not-supported"))
     lead = ""
@@ -613,9 +634,9 @@ def attribution_card(
         lead = content.text("lead-central", cause=cause[:1].upper() + cause[1:])
     elif a.lead == "emg":
         group = next(c.group for c in a.competing if not c.central)
-        lead = content.text(
-            "lead-emg", cause=cause[:1].upper() + cause[1:], why=content.phrase(f"lead-why-{group}")
-        )
+        lead_why = content.phrase(f"lead-why-{group}")
+        lead = content.text("lead-emg", cause=cause[:1].upper() + cause[1:], why=lead_why)
+        notes.insert(0, content.text("note-emg-why", why=lead_why))
     if floor is not None:  # §4.6.3: the R7c sentence before the competing-cause lead
         lead = "\n\n".join(x for x in (action_text(content, floor), lead) if x)
     if floor_only:
@@ -627,7 +648,7 @@ def attribution_card(
     why = content.text(
         "why-attribution",
         condition=a.trigger.label,
-        onset=_onset_text(a.trigger),
+        onset=_onset_short(a.trigger),
         timing=_timing_words(a),
         injection=f"{_injection_words(a)} of {_injection_date(a)}",
         finding=finding,
@@ -643,6 +664,7 @@ def attribution_card(
         assessment,
         *evidence,
         *plan_lines,
+        *existing_notes(plan),
         *dict.fromkeys(notes),
     ]
     # suggestions

@@ -258,7 +258,7 @@ TEMPLATES: dict[str, frozenset[str]] = {
         "note-ankle-brace": ("device",),
         "note-baseline-study": ("date", "emg_days"),
         "note-poor-prognosis": (),
-        "note-emg-normal": (),
+        "note-emg-why": ("why",),
         "note-link": ("condition",),
         "note-radiating-pain": ("condition",),
         "why-bilateral": (),

@@ -23,6 +23,7 @@ from cds_service.domain.card import (
     _suggestion,
     action_text,
     build_resource,
+    existing_notes,
     frame_card,
     make_uuid,
 )
@@ -163,6 +164,7 @@ def red_flag_card(
         ),
         *evidence,
         *plan_lines,
+        *existing_notes(plan),
         *dict.fromkeys(notes),
     ]
     afp = next((f for f in flags if f.kind in _AFP), None)

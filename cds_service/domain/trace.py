@@ -94,13 +94,18 @@ def explain_patient_view(
         mrc=policy.mrc(content),
     )
     t = content.thresholds
-    base = TraceInput(content=content, facts=facts, now=now, zone=policy.site_time_zone)
     # R7a-R7f first, each on its own evidence, before and regardless of attribution (§4.0)
     pathways = run_pathways(facts, now, content)
-    base = base.with_(pathways=pathways)
+
+    def done(kind: str, **found: Any) -> Explanation:
+        source = TraceInput(
+            content, facts, now, policy.site_time_zone, kind=kind, pathways=pathways, **found
+        )
+        return _explained(source)
+
     if pathways.flags:
         plan = plan_red_flags(facts, pathways.flags, now, t)
-        trigger, injections = red_flag_refs(base, pathways.triggers)
+        trigger, injections = red_flag_refs(facts, pathways.triggers, now, t)
         built = red_flag_card(
             content,
             facts,
@@ -114,7 +119,7 @@ def explain_patient_view(
             intent=policy.order_intent,
             links=app_link(policy, "red_flag", trigger, injections),
         )
-        return _explained(base.with_(kind="red_flag", built=built, plan=plan))
+        return done("red_flag", built=built, plan=plan)
     triggers = condition_triggers(facts, now)
     assessment = None
     if triggers or facts.findings or facts.grades:
@@ -127,16 +132,15 @@ def explain_patient_view(
                 hook_instance=hook_instance,
                 links=app_link(policy, "too_many_records", None, ()),
             )
-            return _explained(base.with_(kind="too_many_records", built=built, too_many=error))
+            return done("too_many_records", built=built, too_many=error)
     if pathways.floor is not None:  # R7c: at least warning, routine plan kept
         assessment = with_floor(facts, assessment, pathways.floor, t)
     if assessment is None:
-        return _explained(base.with_(kind="none"))
+        return done("none")
     age = age_years(facts.birth_date, now)
     young = age is not None and age < t.child_grading_unreliable_age
     plan = plan_attribution(facts, assessment, now, t, young_child=young)
     pair = (assessment.trigger.ref, [assessment.injection.ref])
-    base = base.with_(assessment=assessment, plan=plan)
     if plan.recovery is not None and plan.recovery.state == "recovered":
         built = recovered_card(
             content,
@@ -146,7 +150,7 @@ def explain_patient_view(
             floor=pathways.floor,
             links=app_link(policy, "recovered", *pair),
         )
-        return _explained(base.with_(kind="recovered", built=built))
+        return done("recovered", built=built, assessment=assessment, plan=plan)
     built = attribution_card(
         content,
         facts,
@@ -160,7 +164,7 @@ def explain_patient_view(
         named=[content.text(name, **dict(values)) for name, values in pathways.named],
         links=app_link(policy, "attribution", *pair),
     )
-    return _explained(base.with_(kind="attribution", built=built))
+    return done("attribution", built=built, assessment=assessment, plan=plan)
 
 
 def _explained(source: TraceInput) -> Explanation:

@@ -14,7 +14,7 @@ site zone; every list may be empty)::
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,7 +22,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from cds_service.domain.card import BuiltCard
-from cds_service.domain.content import COMPETING_VALUESETS, Content
+from cds_service.domain.content import COMPETING_VALUESETS, Content, ThresholdRow, Thresholds
 from cds_service.domain.facts import Facts, GradeFact
 from cds_service.domain.pairs import TooManyRecordsError
 from cds_service.domain.pathways import PathwayResult
@@ -33,8 +33,8 @@ __all__ = ["TraceInput", "build_trace", "red_flag_refs"]
 
 SERVICE_ID = "footdrop-im-injection"
 GUIDELINE = (
-    "Carolus AE, Becker M, Cuny J, Smektala R, Schmieder K, Brenke C. The Interdisciplinary "
-    "Management of Foot Drop. Dtsch Arztebl Int 2019;116:347-54, doi:10.3238/arztebl.2019.0347"
+    "Carolus et al. The Interdisciplinary Management of Foot Drop. Dtsch Arztebl Int 2019, "
+    "doi:10.3238/arztebl.2019.0347"
 )
 #: R8 milestones not in thresholds.yaml: the nerve-surgery window closes about 6 months in.
 NERVE_SURGERY_WINDOW_END = timedelta(days=182)
@@ -96,30 +96,28 @@ class TraceInput:
     built: BuiltCard | None = None
     too_many: TooManyRecordsError | None = None
 
-    def with_(self, **changes: Any) -> TraceInput:
-        return dataclasses.replace(self, **changes)
-
 
 def _day(moment: datetime | date | None) -> str | None:
     if moment is None:
         return None
-    return f"{moment:%Y-%m-%d}"
+    return (moment.date() if isinstance(moment, datetime) else moment).isoformat()
 
 
 def _type(ref: str) -> str:
     return ref.split("/", 1)[0] if "/" in ref else ""
 
 
-def red_flag_refs(source: TraceInput, triggers: Sequence[Trigger]) -> tuple[str | None, list[str]]:
-    """The trigger and injections a red-flag card is about (the card's appContext)."""
+def red_flag_refs(
+    facts: Facts, triggers: Sequence[Trigger], now: datetime, t: Thresholds
+) -> tuple[str | None, list[str]]:
+    """The trigger and injections a red-flag card is about (its appContext): the same choice
+    as the card's evidence (the first Condition trigger; the latest three injections)."""
     trig = (
         min(triggers, key=lambda tr: (tr.kind != "condition", tr.hi, tr.ref)) if triggers else None
     )
-    latest = max((tr.hi for tr in triggers), default=source.now)
-    limit = source.content.thresholds.attribution_limit
-    injections = [
-        i for i in source.facts.injections if i.time <= latest and latest - i.time <= limit
-    ]
+    latest = max((tr.hi for tr in triggers), default=now)
+    limit = t.attribution_limit
+    injections = [i for i in facts.injections if i.time <= latest and latest - i.time <= limit]
     ordered = sorted(injections, key=lambda i: (-i.time.timestamp(), i.ref))[:3]
     return (trig.ref if trig is not None else None), [i.ref for i in ordered]
 
@@ -391,18 +389,38 @@ def _ignored(source: TraceInput) -> list[dict[str, str]]:
     return out
 
 
-def _thresholds_and_citations(
-    content: Content,
-) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
-    thresholds = []
+def _applies(rule: str, kind: str) -> bool:
+    """Whether a threshold's rule was applied for this outcome (red flags run on every call)."""
+    if rule.startswith("R7") or rule == "R7":
+        return True
+    if rule.startswith(("Prevention", "R8c")):
+        return False
+    return kind in ("attribution", "recovered", "too_many_records")
+
+
+@functools.lru_cache(maxsize=32)
+def _threshold_table(
+    rows: tuple[ThresholdRow, ...], kind: str
+) -> tuple[tuple[tuple[str, str, str], ...], tuple[tuple[str, str], ...]]:
+    """(name, value, rule) of the thresholds applied and (id, text) of their citations."""
+    applied = [r for r in rows if _applies(r.rule, kind)]
     citations: dict[str, str] = {"guideline": GUIDELINE}
-    for row in content.threshold_rows:
-        thresholds.append({"name": row.name, "value": row.value, "rule": row.rule})
+    for row in applied:
         for part in row.evidence.split(";"):
             for eid in _EVIDENCE_ID.findall(part):
                 citations.setdefault(eid, part.strip())
     ordered = sorted(citations.items(), key=lambda kv: (kv[0] != "guideline", len(kv[0]), kv[0]))
-    return thresholds, [{"id": k, "text": v} for k, v in ordered]
+    return tuple((r.name, r.value, r.rule) for r in applied), tuple(ordered)
+
+
+def _thresholds_and_citations(
+    content: Content, kind: str
+) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    rows, citations = _threshold_table(content.threshold_rows, kind)
+    return (
+        [{"name": n, "value": v, "rule": r} for n, v, r in rows],
+        [{"id": k, "text": v} for k, v in citations],
+    )
 
 
 def _plan(source: TraceInput) -> list[dict[str, Any]]:
@@ -567,10 +585,15 @@ def _timeline(source: TraceInput) -> dict[str, Any]:
     }
 
 
+def _lines(notes: Sequence[str]) -> list[str]:
+    """One Markdown sentence (or list item) per entry; a template may hold several lines."""
+    return [line.strip() for note in notes for line in note.splitlines() if line.strip()]
+
+
 def build_trace(source: TraceInput) -> dict[str, Any]:
     """The JSON-ready trace of one evaluation (see the module docstring for the contract)."""
     card = source.built.card if source.built is not None else None
-    thresholds, citations = _thresholds_and_citations(source.content)
+    thresholds, citations = _thresholds_and_citations(source.content, source.kind)
     return {
         "service": SERVICE_ID,
         "evaluated_at": source.now.isoformat(),
@@ -597,7 +620,7 @@ def build_trace(source: TraceInput) -> dict[str, Any]:
         "thresholds": thresholds,
         "ignored": _ignored(source),
         "citations": citations,
-        "page_notes": list(source.built.page_notes) if source.built is not None else [],
+        "page_notes": _lines(source.built.page_notes) if source.built is not None else [],
         "plan": _plan(source),
         "timeline": _timeline(source),
     }

@@ -18,8 +18,12 @@ SITE_SELECT_SERVICE_ID = "im-injection-site-select"
 SITE_SIGN_SERVICE_ID = "im-injection-site-sign"
 
 
-def build_policy(settings: Settings) -> Policy:
-    """The engine's local policy from the settings (the hooks and the app share it)."""
+def policy_for(settings: Settings) -> Policy:
+    """The engine's local policy from the settings (also used by ``cds-service call --explain``).
+
+    The card's SMART link (R9a) points at ``CDS_PUBLIC_URL`` + ``/app/launch``; without a public
+    URL there is no link to the app.
+    """
     return Policy(
         order_intent=settings.order_intent,
         site_time_zone=settings.site_timezone,
@@ -33,7 +37,7 @@ def build_policy(settings: Settings) -> Policy:
 
 def build_handlers(content: Any, settings: Settings) -> dict[str, Handler]:
     """Handlers by service id; discovery (services.yaml) names which ids exist."""
-    policy = build_policy(settings)
+    policy = policy_for(settings)
 
     def patient_view(
         request: HookRequest, resources: Sequence[Mapping[str, Any]], now: datetime
