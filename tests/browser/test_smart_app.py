@@ -219,6 +219,11 @@ def _walk_the_main_path(world: World, browser_page: Any) -> None:
     assert {"Procedure/pv13-proc-im", "Condition/pv13-cond-footdrop"} <= references
     assert page.locator('[data-kind="plan"]').count() >= 1
     assert page.locator('[data-kind="threshold"]').count() >= 3
+    pathways = page.locator('[data-kind="red-flag"]')
+    assert pathways.count() >= 5  # every red-flag pathway checked is listed, fired or not
+    assert {pathways.nth(i).get_attribute("data-fired") for i in range(pathways.count())} == {"no"}
+    for kind in ("step", "citation", "tz-assumption"):
+        assert page.locator(f'[data-kind="{kind}"]').count() >= 1, kind
 
     for width in (1280, 400):
         page.set_viewport_size({"width": width, "height": 900})
