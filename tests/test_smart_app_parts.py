@@ -335,3 +335,22 @@ def test_pages_carry_a_strict_csp_and_never_cache(client):
     csp = response.headers["Content-Security-Policy"]
     assert "default-src 'none'" in csp and "frame-ancestors 'self'" in csp
     assert "script-src" not in csp and response.headers["Cache-Control"] == "no-store"
+
+
+def test_a_foreign_state_or_csrf_token_of_any_text_is_a_400_not_a_500(app, client):
+    """Secrets we issued are compared as bytes: non-ASCII input is a plain mismatch."""
+    runtime = app.extensions["cds_app"]
+    launch = runtime.launch_box.seal({"iss": "x", "state": "s", "verifier": "v", "token": "t"})
+    client.set_cookie("footdrop_app_launch", launch, path="/app")
+    assert client.get("/app/callback?state=%C3%A9&code=x").status_code == 400
+    assert client.get("/app/callback?code=x").status_code == 400
+    session = runtime.session_box.seal(
+        {"iss": "http://127.0.0.1:9/fhir", "access_token": "t", "patient": "p", "csrf": "c",
+         "scope": "patient/Observation.c", "expires": int(time.time()) + 60}
+    )  # fmt: skip
+    client.set_cookie("footdrop_app_session", session, path="/app")
+    for token in ("é", "", "c "):
+        response = client.post("/app/record", data={"csrf": token, "ankle-dorsiflexion-left": "5"})
+        assert response.status_code == 400, token
+    confirm = client.post("/app/record", data={"csrf": "c", "ankle-dorsiflexion-left": "5"})
+    assert confirm.status_code == 200 and b"Record these grades" in confirm.data

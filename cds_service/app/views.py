@@ -12,6 +12,7 @@ import json
 import logging
 import secrets
 import time
+from datetime import date
 from typing import Any
 
 from flask import Blueprint, current_app, redirect, render_template, request
@@ -86,6 +87,13 @@ def _set_cookie(response: Response, name: str, value: str, seconds: int) -> None
     )
 
 
+def _same(expected: object, sent: object) -> bool:
+    """Constant-time comparison of a secret we issued with what came back (any text)."""
+    if not isinstance(expected, str) or not isinstance(sent, str) or not expected:
+        return False
+    return hmac.compare_digest(expected.encode(), sent.encode())
+
+
 def _redirect_uri() -> str:
     runtime = app_runtime()
     return f"{runtime.public_base_url(request.host_url)}/app/callback"
@@ -125,7 +133,7 @@ def callback() -> Response:
         raise AppError(
             401, "The launch has expired or was not started here: launch again."
         ) from None
-    if not hmac.compare_digest(str(pending.get("state")), request.args.get("state", "")):
+    if not _same(pending.get("state"), request.args.get("state")):
         raise AppError(400, "The authorization answer does not belong to this launch (state).")
     error = request.args.get("error")
     if error:
@@ -216,8 +224,6 @@ def _render_page(trace: dict[str, Any], session: dict[str, Any], **extra: Any) -
     runtime = app_runtime()
     timeline = trace.get("timeline") or {}
     today = str(trace.get("today") or timeline.get("today") or "")
-    from datetime import date
-
     today_date = date.fromisoformat(today[:10]) if today else date.today()
     writable = smart.granted_write(session.get("scope", ""))
     return render_template(
@@ -231,13 +237,16 @@ def _render_page(trace: dict[str, Any], session: dict[str, Any], **extra: Any) -
         writable=writable,
         movements=record.recordable(runtime.mrc_codes),
         choices=record.GRADE_CHOICES,
+        recorded=request.args.get("recorded", "")
+        if request.args.get("recorded", "").isdigit()
+        else "",
         **extra,
     )
 
 
 def _check_csrf(session: dict[str, Any]) -> None:
     sent = request.form.get("csrf", "")
-    if not sent or not hmac.compare_digest(sent, str(session.get("csrf", ""))):
+    if not sent or not _same(sent, session.get("csrf")):
         raise AppError(400, "The form has expired or did not come from this page: reload it.")
 
 
