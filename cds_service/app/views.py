@@ -37,6 +37,9 @@ bp = Blueprint("smart_app", __name__, url_prefix="/app", template_folder="templa
 LAUNCH_COOKIE = "footdrop_app_launch"
 SESSION_COOKIE = "footdrop_app_session"
 LAUNCH_SECONDS = 600
+#: Browsers keep cookies up to 4096 bytes (name, value and attributes): an access token of up to
+#: about 2.6 kB fits once encrypted.
+MAX_COOKIE_BYTES = 3900
 
 
 def app_runtime() -> AppRuntime:
@@ -163,8 +166,11 @@ def callback() -> Response:
         "csrf": secrets.token_urlsafe(32),
         "expires": int(time.time()) + lifetime,
     }
+    sealed = runtime.session_box.seal(session)
+    if len(sealed) > MAX_COOKIE_BYTES:  # a browser would drop it silently: say so instead
+        raise AppError(502, "The EHR's access token is too large for this app's session.")
     response = redirect("/app/", code=303)
-    _set_cookie(response, SESSION_COOKIE, runtime.session_box.seal(session), lifetime)
+    _set_cookie(response, SESSION_COOKIE, sealed, lifetime)
     response.delete_cookie(
         LAUNCH_COOKIE, path="/app", secure=True, httponly=True, samesite="None", partitioned=True
     )
