@@ -354,3 +354,18 @@ def test_a_foreign_state_or_csrf_token_of_any_text_is_a_400_not_a_500(app, clien
         assert response.status_code == 400, token
     confirm = client.post("/app/record", data={"csrf": "c", "ankle-dorsiflexion-left": "5"})
     assert confirm.status_code == 200 and b"Record these grades" in confirm.data
+
+
+def test_a_token_too_large_for_the_cookie_is_a_clear_502(app, client):
+    """An access token that could not fit an encrypted cookie is refused with a reason."""
+    runtime = app.extensions["cds_app"]
+    launch = runtime.launch_box.seal(
+        {"iss": "x", "state": "s", "verifier": "v", "token": "https://ehr.example/token"}
+    )
+    client.set_cookie("footdrop_app_launch", launch, path="/app")
+    with requests_mock.Mocker() as mock:
+        token = {"access_token": "a" * 3000, "token_type": "Bearer", "patient": "p"}
+        mock.post("https://ehr.example/token", json=token)
+        response = client.get("/app/callback?state=s&code=x")
+    assert response.status_code == 502 and b"too large" in response.data
+    assert "footdrop_app_session" not in response.headers.get("Set-Cookie", "")
