@@ -165,7 +165,6 @@ def create_app(
             ),
             open_replay_guard(settings.replay_url),
         )
-        runtime.verifier.start()  # fetch the JWK Sets now, in the background
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
@@ -194,6 +193,8 @@ def create_app(
             "INSECURE SETTINGS IN FORCE: " + " | ".join(insecure),
             extra={"event": "startup", "settings": insecure},
         )
+    if runtime.verifier is not None:
+        runtime.verifier.start()  # fetch the JWK Sets now, in the background
     log.info(
         "started",
         extra={"event": "startup", "count": len(services)},
