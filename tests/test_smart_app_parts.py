@@ -369,3 +369,19 @@ def test_a_token_too_large_for_the_cookie_is_a_clear_502(app, client):
         response = client.get("/app/callback?state=s&code=x")
     assert response.status_code == 502 and b"too large" in response.data
     assert "footdrop_app_session" not in response.headers.get("Set-Cookie", "")
+
+
+def test_the_development_secret_is_written_only_when_the_app_is_used(
+    settings, tmp_path, monkeypatch
+):
+    """An app that never serves /app (e.g. ``cds-service call``) leaves no var/app-secret."""
+    from cds_service import create_app
+
+    monkeypatch.chdir(tmp_path)
+    app = create_app(settings)
+    try:
+        assert not (tmp_path / "var" / "app-secret").exists()
+        app.test_client().get("/app/")  # reads the session cookie: needs the key
+        assert (tmp_path / "var" / "app-secret").stat().st_mode & 0o777 == 0o600
+    finally:
+        dispose(app)

@@ -70,7 +70,7 @@ def init_app(
         spec=spec,
         fetcher=fetcher,
         clock=clock,
-        secret=app_secret(settings),
+        secret=lambda: app_secret(settings),
         client=ClientConfig(settings.app_client_id, settings.app_client_auth, secret),
     )
     app.register_blueprint(bp)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from cds_service.app.errors import AppError
@@ -33,14 +34,18 @@ class AppRuntime:
     spec: ServiceSpec  # the patient-view service: its prefetch queries are what the app reads
     fetcher: FhirClient
     clock: Callable[[], datetime]
-    secret: str
+    #: The cookie secret, read on first use: an app that never serves /app (``cds-service
+    #: call``) writes no ``var/app-secret``.
+    secret: Callable[[], str]
     client: ClientConfig
-    launch_box: SessionBox = field(init=False)
-    session_box: SessionBox = field(init=False)
 
-    def __post_init__(self) -> None:
-        self.launch_box = SessionBox(self.secret, "launch")
-        self.session_box = SessionBox(self.secret, "session")
+    @cached_property
+    def launch_box(self) -> SessionBox:
+        return SessionBox(self.secret(), "launch")
+
+    @cached_property
+    def session_box(self) -> SessionBox:
+        return SessionBox(self.secret(), "session")
 
     @property
     def mrc_codes(self) -> MrcCodes:
