@@ -135,3 +135,31 @@ def test_no_launch_url_keeps_the_guideline_link() -> None:
     _, explained = _explain(PATIENT_VIEW_FIXTURES[0])
     (link,) = explained.cards[0]["links"]
     assert link["type"] == "absolute" and "doi.org" in link["url"]
+
+
+def test_served_card_carries_the_smart_link_from_cds_public_url(settings, clock) -> None:
+    """Over real HTTP with CDS_PUBLIC_URL set: the card's one link is the app's launch URL and
+    the response still validates against the CDS Hooks 2.0 schema."""
+    import requests
+
+    from cds_service import create_app
+    from tests.conftest import FOOTDROP, LiveServer, assert_valid_response, dispose, with_settings
+
+    fixture = load_fixture(PATIENT_VIEW_FIXTURES[0])
+    clock.set(fixture["evalTime"])
+    application = create_app(
+        with_settings(settings, public_url="https://cds.example.org/"), clock=clock
+    )
+    try:
+        with LiveServer(application) as server:
+            response = requests.post(
+                f"{server.url}/cds-services/{FOOTDROP}", json=fixture["request"], timeout=10
+            )
+    finally:
+        dispose(application)
+    assert response.status_code == 200
+    body = response.json()
+    assert_valid_response(body)
+    (link,) = body["cards"][0]["links"]
+    assert link["url"] == "https://cds.example.org/app/launch" and link["type"] == "smart"
+    assert json.loads(link["appContext"])["trigger"] == "Condition/pv01-cond-footdrop"
