@@ -17,14 +17,16 @@ from typing import Any
 import pytest
 
 from cds_service.domain.policy import DEFAULT_POLICY, Policy
+from cds_service.domain.prevention import evaluate_prevention
 from cds_service.domain.trace import explain_patient_view
 from tests.domain.factories import content
 from tests.domain.test_fixture_scenarios import flatten
-from tests.fixture_support import PATIENT_VIEW_FIXTURES, load_fixture
+from tests.fixture_support import PATIENT_VIEW_FIXTURES, PREVENTION_FIXTURES, load_fixture
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "cards" / "templates"
 LIMITS = {"critical": 50, "warning": 80, "info": 80}
 IMMUNOGENICITY = "Buttock injection reduces immunogenicity"
+R7C = "Avoid NSAIDs"  # the R7c sentence (its template's opening words are too short to match)
 LAUNCH = "https://cds.example.org/app/launch"
 
 
@@ -46,7 +48,8 @@ def required_words(detail: str) -> int:
     for block in re.split(r"\n\s*\n|\n(?=- )", detail):
         text = " ".join(block.split())
         plain = text.lstrip("- ").replace("**", "")
-        if any(plain.startswith(start) for start in REQUIRED_STARTS) or IMMUNOGENICITY in plain:
+        starts = any(plain.startswith(start) for start in REQUIRED_STARTS if len(start.split()) > 2)
+        if starts or R7C in plain or IMMUNOGENICITY in plain:
             total += len(text.split())
     return total
 
@@ -84,6 +87,25 @@ def test_patient_view_card_meets_r9a(path: Path) -> None:
         check_r9a(card)
 
 
+@pytest.mark.parametrize("path", PREVENTION_FIXTURES, ids=[p.stem for p in PREVENTION_FIXTURES])
+def test_prevention_card_meets_r9a(path: Path) -> None:
+    """Every prevention card (order-select / order-sign) meets the same limits."""
+    fixture = load_fixture(path)
+    request = fixture["request"]
+    now = datetime.fromisoformat(fixture["evalTime"].replace("Z", "+00:00"))
+    cards = evaluate_prevention(
+        request["hook"],
+        request["context"],
+        flatten(request.get("prefetch")),
+        content(),
+        now,
+        request["hookInstance"],
+    ).cards
+    assert cards or not fixture["expected"]["cards"]
+    for card in cards:
+        check_r9a(card)
+
+
 @pytest.mark.parametrize("path", PATIENT_VIEW_FIXTURES, ids=[p.stem for p in PATIENT_VIEW_FIXTURES])
 def test_every_footdrop_card_carries_one_smart_link(path: Path) -> None:
     """With a launch URL every card has exactly one link: the SMART app, FHIR references only."""
@@ -113,3 +135,31 @@ def test_no_launch_url_keeps_the_guideline_link() -> None:
     _, explained = _explain(PATIENT_VIEW_FIXTURES[0])
     (link,) = explained.cards[0]["links"]
     assert link["type"] == "absolute" and "doi.org" in link["url"]
+
+
+def test_served_card_carries_the_smart_link_from_cds_public_url(settings, clock) -> None:
+    """Over real HTTP with CDS_PUBLIC_URL set: the card's one link is the app's launch URL and
+    the response still validates against the CDS Hooks 2.0 schema."""
+    import requests
+
+    from cds_service import create_app
+    from tests.conftest import FOOTDROP, LiveServer, assert_valid_response, dispose, with_settings
+
+    fixture = load_fixture(PATIENT_VIEW_FIXTURES[0])
+    clock.set(fixture["evalTime"])
+    application = create_app(
+        with_settings(settings, public_url="https://cds.example.org/"), clock=clock
+    )
+    try:
+        with LiveServer(application) as server:
+            response = requests.post(
+                f"{server.url}/cds-services/{FOOTDROP}", json=fixture["request"], timeout=10
+            )
+    finally:
+        dispose(application)
+    assert response.status_code == 200
+    body = response.json()
+    assert_valid_response(body)
+    (link,) = body["cards"][0]["links"]
+    assert link["url"] == "https://cds.example.org/app/launch" and link["type"] == "smart"
+    assert json.loads(link["appContext"])["trigger"] == "Condition/pv01-cond-footdrop"

@@ -304,7 +304,6 @@ TEMPLATES: dict[str, frozenset[str]] = {
         "prevention-risk-anticoagulated": ("what",),
         "prevention-risk-none": ("child", "older", "bmi"),
         "prevention-risk-unknown": ("what",),
-        "prevention-evidence": (),
         # R8c: vaccines (never the buttock) and free-text sites
         "prevention-summary-vaccine": ("medication", "site", "target"),
         "prevention-summary-vaccine-info": ("medication", "site", "target"),
@@ -313,7 +312,6 @@ TEMPLATES: dict[str, frozenset[str]] = {
         "prevention-why-text-site": ("text", "side"),
         "prevention-immunogenicity": ("vaccine",),
         "prevention-recommendation-vaccine": ("target", "codes", "band"),
-        "prevention-evidence-vaccine": (),
     }.items()
 }
 

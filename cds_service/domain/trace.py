@@ -11,6 +11,7 @@ trace, so the page and the card never disagree. The trace's keys are a contract 
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -38,12 +39,21 @@ LINK_LABEL = "Evidence and timeline"
 
 @dataclass(frozen=True)
 class Explanation:
-    """The cards (0 or 1 for patient-view) and the rule trace they were built from."""
+    """The cards (0 or 1 for patient-view) and the rule trace they were built from.
+
+    ``trace`` is assembled on first access from the very objects the cards were built from, so
+    the web layer's hook call (cards only) does not pay for it.
+    """
 
     cards: list[dict[str, Any]]
-    trace: dict[str, Any]
+    source: TraceInput
     resources_read: int = 0
     resources_skipped: int = 0
+
+    @functools.cached_property
+    def trace(self) -> dict[str, Any]:
+        """The JSON-ready rule trace (contract: :mod:`cds_service.domain.trace_parts`)."""
+        return build_trace(self.source)
 
 
 def app_link(
@@ -172,7 +182,7 @@ def _explained(source: TraceInput) -> Explanation:
     cards = [built.card] if built is not None else []
     return Explanation(
         cards=cards,
-        trace=build_trace(source),
+        source=source,
         resources_read=source.facts.read,
         resources_skipped=source.facts.skipped,
     )

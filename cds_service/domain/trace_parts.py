@@ -380,12 +380,11 @@ def _ignored(source: TraceInput) -> list[dict[str, str]]:
         {"reference": ref, "why": "not an intramuscular injection (R2)"} for ref in facts.not_im
     ]
     tied = set(a.link) if a is not None else set()
-    if a is not None:
-        out += [
-            {"reference": c.ref, "why": "link code not tied to this injection (R1a)"}
-            for c in facts.conditions
-            if "link-code" in c.valuesets and c.current and c.label not in tied
-        ]
+    out += [
+        {"reference": c.ref, "why": "link code not tied to the attributed injection (R1a)"}
+        for c in facts.conditions
+        if "link-code" in c.valuesets and not c.refuted and c.label not in tied
+    ]
     return out
 
 
