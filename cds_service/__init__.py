@@ -168,7 +168,6 @@ def create_app(
             ),
             open_replay_guard(settings.replay_url),
         )
-        runtime.verifier.start()  # fetch the JWK Sets now, in the background
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
@@ -179,6 +178,11 @@ def create_app(
     if not settings.is_production:  # the development page and card preview; "/" 404s otherwise
         app.register_blueprint(devpage)
     register_error_handlers(app)
+    from cds_service.app import init_app as init_smart_app
+    from cds_service.web.handlers import policy_for
+
+    init_smart_app(app, settings, content, policy_for(settings), services, runtime.clock)
+    runtime.closers.append(app.extensions["cds_app"].fetcher.close)
     CORS(
         app,
         resources={r"/cds-services*": {}, r"/healthz": {}, r"/openapi.json": {}},
@@ -194,6 +198,8 @@ def create_app(
             "INSECURE SETTINGS IN FORCE: " + " | ".join(insecure),
             extra={"event": "startup", "settings": insecure},
         )
+    if runtime.verifier is not None:
+        runtime.verifier.start()  # fetch the JWK Sets now, in the background
     log.info(
         "started",
         extra={"event": "startup", "count": len(services)},

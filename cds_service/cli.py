@@ -7,7 +7,7 @@ import json
 import os
 import sys
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     call.add_argument("--service", default=None, help="service id (default: the one for the hook)")
     call.add_argument("--now", default=None, help="evaluation time, ISO 8601 (fixture: evalTime)")
+    call.add_argument(
+        "--explain",
+        action="store_true",
+        help="patient-view: print the rule trace the card is built from (what the app page shows)",
+    )
+    call.add_argument(
+        "--json", action="store_true", help="with --explain: the cards and trace as JSON"
+    )
 
     check = commands.add_parser(
         "check-content", help="validate cards/ (templates, codes, services)"
@@ -132,6 +140,14 @@ def _call(settings: Settings, args: argparse.Namespace) -> int:
         if moment.tzinfo is None:
             raise OperatorError("call: --now needs a time zone (e.g. Z)")
         clock = lambda: moment  # noqa: E731 - a constant clock
+    if args.explain:
+        from cds_service.explain import explain
+
+        when = clock() if clock is not None else datetime.now(UTC)
+        print(explain(settings, request, when, as_json=args.json), end="")
+        return 0
+    if args.json:
+        raise OperatorError("call: --json needs --explain")
     # In-process and read-only: no JWT, and an in-memory database (nothing is stored).
     app = create_app(replace(settings, auth=False, database_url="sqlite://"), clock=clock)
     try:

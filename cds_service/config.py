@@ -72,6 +72,15 @@ class Settings:
     proxy: str = "auto"
     nginx: str = "nginx"
     client_timeout_seconds: float = 10.0
+    # The SMART on FHIR app at /app (issue 12; README "The evidence and timeline app").
+    app_client_id: str = "footdrop-cds-app"
+    app_client_auth: str = "none"  # none (public) | client_secret_basic | private_key_jwt
+    app_client_secret: str = ""
+    app_private_key_file: Path | None = None
+    app_frame_ancestors: tuple[str, ...] = ("'self'",)
+    app_session_seconds: int = 3600
+    #: Encrypts and signs the app's session cookie; unset outside production: var/app-secret.
+    app_secret: str = ""
 
     @property
     def replay_url(self) -> str:
@@ -131,7 +140,18 @@ class Settings:
                 "CDS_CORS_ORIGINS must list the allowed browser origins in production "
                 "(unset means *, any origin)"
             )
-        return refused
+        if len(self.app_secret) < 32:
+            refused.append("CDS_APP_SECRET must be set (32 characters or more) in production")
+        return refused + self.app_problems()
+
+    def app_problems(self) -> list[str]:
+        """The SMART app's client settings that cannot work together."""
+        problems = []
+        if self.app_client_auth == "client_secret_basic" and not self.app_client_secret:
+            problems.append("CDS_APP_CLIENT_AUTH=client_secret_basic needs CDS_APP_CLIENT_SECRET")
+        if self.app_client_auth == "private_key_jwt" and self.app_private_key_file is None:
+            problems.append("CDS_APP_CLIENT_AUTH=private_key_jwt needs CDS_APP_PRIVATE_KEY_FILE")
+        return problems
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -188,7 +208,18 @@ class Settings:
             proxy=read.choice("CDS_PROXY", "auto", ("auto", "nginx", "off")),
             nginx=read.text("CDS_NGINX", "nginx"),
             client_timeout_seconds=read.seconds("CDS_CLIENT_TIMEOUT_SECONDS", 10.0),
+            app_client_id=read.text("CDS_APP_CLIENT_ID", "footdrop-cds-app"),
+            app_client_auth=read.choice(
+                "CDS_APP_CLIENT_AUTH", "none", ("none", "client_secret_basic", "private_key_jwt")
+            ),
+            app_client_secret=read.text("CDS_APP_CLIENT_SECRET", ""),
+            app_private_key_file=read.file("CDS_APP_PRIVATE_KEY_FILE"),
+            app_frame_ancestors=read.csv("CDS_APP_FRAME_ANCESTORS", ("'self'",)),
+            app_session_seconds=read.integer("CDS_APP_SESSION_SECONDS", 3600, 60, 86400),
+            app_secret=read.text("CDS_APP_SECRET", ""),
         )
+        if not production:
+            problems.extend(settings.app_problems())
         if settings.auth:
             problems.extend(settings.jwt_problems())
         problems.extend(settings.production_problems())
@@ -298,6 +329,16 @@ class _Reader:
             self.problems.append(f"{name} must be an absolute http(s) URL")
             return None
         return raw.rstrip("/")
+
+    def file(self, name: str) -> Path | None:
+        raw = self._raw(name)
+        if raw is None:
+            return None
+        path = Path(raw).expanduser()
+        if not path.is_file():
+            self.problems.append(f"{name}: {path} is not a readable file")
+            return None
+        return path
 
     def directory(self, name: str, default: Path) -> Path:
         raw = self._raw(name)

@@ -79,6 +79,32 @@ def occurrence_date(resource: dict[str, Any]) -> str | None:
     return when[:10] if when else None
 
 
+def fixture_trace(fixture: dict[str, Any]) -> dict[str, Any]:
+    """The engine's rule trace for a patient-view fixture (what the app page renders)."""
+    from datetime import datetime
+
+    from cds_service.domain.trace import explain_patient_view
+    from tests.domain.factories import content
+    from tests.domain.test_fixture_scenarios import flatten
+
+    request = fixture["request"]
+    now = datetime.fromisoformat(fixture["evalTime"].replace("Z", "+00:00"))
+    return explain_patient_view(
+        request["context"],
+        flatten(request.get("prefetch")),
+        content(),
+        now,
+        request["hookInstance"],
+    ).trace
+
+
+def check_trace(fixture: dict[str, Any], trace: dict[str, Any]) -> None:
+    """Sentences R9a moved from the card (``traceIncludes``) are in the trace's JSON."""
+    text = json.dumps(trace, ensure_ascii=False).lower()
+    for phrase in fixture["expected"].get("traceIncludes", []):
+        assert phrase.lower() in text, phrase
+
+
 def check_outcome(fixture: dict[str, Any], body: dict[str, Any]) -> None:
     """Assert the response body is the fixture's expected outcome, exactly."""
     expected = fixture["expected"]

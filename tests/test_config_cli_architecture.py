@@ -19,6 +19,7 @@ PRODUCTION = {
     "CDS_PUBLIC_URL": "https://cds.example.org",
     "CDS_JWT_ISSUERS": json.dumps({"https://ehr.example": "https://ehr.example/jwks.json"}),
     "CDS_CORS_ORIGINS": "https://ehr.example",
+    "CDS_APP_SECRET": "x" * 40,
 }
 
 

@@ -26,8 +26,20 @@ FIXTURE_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "patient-vie
 FIXTURE_PATHS = sorted(FIXTURE_DIR.glob("*.json"))
 
 TOP_LEVEL_REQUIRED = {"id", "description", "evalTime", "expected", "request"}
-TOP_LEVEL_ALLOWED = TOP_LEVEL_REQUIRED | {"scenario", "malformedResourceIds", "revision2"}
-EXPECTED_ALLOWED = {"card", "indicator", "suggestions", "emgNotBefore", "detailIncludes"}
+TOP_LEVEL_ALLOWED = TOP_LEVEL_REQUIRED | {
+    "scenario",
+    "malformedResourceIds",
+    "revision2",
+    "issue12",
+}
+EXPECTED_ALLOWED = {
+    "card",
+    "indicator",
+    "suggestions",
+    "emgNotBefore",
+    "detailIncludes",
+    "traceIncludes",
+}
 SUGGESTION_KEYS = {
     "AFO",
     "PT_REFERRAL",
@@ -310,6 +322,7 @@ def test_expected_outcome_is_well_formed(path: Path) -> None:
         assert "indicator" not in expected
         assert not suggestions
         assert "detailIncludes" not in expected
+        assert "traceIncludes" not in expected
     if "URGENT_EVAL" in suggestions:
         assert expected["indicator"] == "critical" and set(suggestions) == {"URGENT_EVAL"}
     if expected.get("indicator") == "critical":
@@ -318,8 +331,10 @@ def test_expected_outcome_is_well_formed(path: Path) -> None:
         assert "EMG_NCS" in suggestions
         not_before = date.fromisoformat(expected["emgNotBefore"])
         assert not_before >= parse_instant(fixture["evalTime"]).date()
-    for phrase in expected.get("detailIncludes", []):
+    for phrase in expected.get("detailIncludes", []) + expected.get("traceIncludes", []):
         assert isinstance(phrase, str) and phrase.strip()
+    if "traceIncludes" in expected:  # a sentence moved to the app page says why (issue 12)
+        assert str(fixture.get("issue12", "")).startswith("R9a")
 
 
 def test_ids_and_hook_instances_unique(all_fixtures: list[dict[str, Any]]) -> None:

@@ -6,7 +6,13 @@ import pytest
 import requests
 
 from tests.conftest import FOOTDROP, assert_valid_response
-from tests.fixture_support import PATIENT_VIEW_FIXTURES, check_outcome, load_fixture
+from tests.fixture_support import (
+    PATIENT_VIEW_FIXTURES,
+    check_outcome,
+    check_trace,
+    fixture_trace,
+    load_fixture,
+)
 
 
 def test_there_are_at_least_25_fixtures_covering_the_twenty_scenarios():
@@ -32,3 +38,4 @@ def test_fixture_over_http(path, module_live_server, module_clock, empty_fhir_se
     body = response.json()
     assert_valid_response(body)
     check_outcome(fixture, body)
+    check_trace(fixture, fixture_trace(fixture))

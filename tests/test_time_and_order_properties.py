@@ -224,9 +224,11 @@ def _future_dates(card: dict[str, Any]) -> list[str]:
         )
         if when:
             found.append(when[:10])
-    plan = card.get("detail", "").split("#### Plan", 1)
-    if len(plan) == 2:
-        found += FUTURE_DATE.findall(plan[1].split("####", 1)[0])
+    # R9a: the short card's plan line and the summary's action ("EMG/NCS from <date>")
+    for line in card.get("detail", "").splitlines():
+        if line.startswith("**Plan**"):
+            found += FUTURE_DATE.findall(line)
+    found += FUTURE_DATE.findall(card.get("summary", ""))
     return found
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -46,6 +47,84 @@ _SITE_WORDS = {
     "thigh": "thigh",
     "upper_limb": "arm",
 }
+
+
+@dataclass(frozen=True)
+class BuiltCard:
+    """A card and the sentences R9a moves from it to the app page (the trace's page_notes)."""
+
+    card: dict[str, Any]
+    page_notes: tuple[str, ...] = ()
+
+
+_SHORT = {
+    "AFO": "short-afo",
+    "PT_REFERRAL": "short-pt",
+    "FOLLOW_UP": "short-follow-up",
+    "SURGICAL_EARLY": "short-early",
+    "SURGICAL_DECISION": "short-decision",
+    "TENDON_TRANSFER": "short-tendon",
+}
+_SUMMARY = {
+    "AFO": "summary-afo",
+    "PT_REFERRAL": "summary-pt",
+    "FOLLOW_UP": "summary-follow-up",
+    "SURGICAL_EARLY": "summary-early",
+    "SURGICAL_DECISION": "summary-decision",
+    "TENDON_TRANSFER": "summary-tendon",
+}
+
+
+def short_actions(
+    content: Content,
+    suggest: Sequence[str],
+    *,
+    not_before: str,
+    follow: tuple[date, date],
+    days: int,
+    central: bool,
+) -> str:
+    """R9a: the suggested orders as one action line (the card keeps it; details go to the page)."""
+    parts = []
+    for order_id in suggest:
+        if order_id == "EMG_NCS":
+            name = "short-emg-central" if central else "short-emg"
+            parts.append(content.phrase(name, not_before=not_before))
+        elif order_id == "FOLLOW_UP":
+            parts.append(content.phrase("short-follow-up", **{"from": follow[0], "to": follow[1]}))
+        elif order_id in _SHORT:
+            parts.append(content.phrase(_SHORT[order_id], days=days))
+    text = "; ".join(parts) or content.phrase("short-none")
+    return text[:1].upper() + text[1:]
+
+
+def summary_actions(content: Content, plan: Plan) -> list[str]:
+    """R9a: the action of the summary in a few words ("AFO, PT, EMG/NCS from 2025-07-02"),
+    then shorter forms (the first orders only) for a summary that would not fit."""
+    parts = []
+    for order_id in plan.suggest:
+        if order_id == "EMG_NCS":
+            when = plan.emg_date or plan.emg_not_before
+            parts.append(content.phrase("summary-emg", date=when))
+        elif order_id in _SUMMARY:
+            parts.append(content.phrase(_SUMMARY[order_id]))
+    if not parts:
+        return [content.phrase("summary-none")]
+    return [", ".join(parts[:n]) for n in range(len(parts), 0, -1)]
+
+
+def _without(text: str, part: str) -> str:
+    """``text`` without the last occurrence of ``part``."""
+    head, found, tail = text.rpartition(part)
+    return head + tail if found else text
+
+
+def fit_summary(candidates: Sequence[str]) -> str:
+    """The first candidate under the CDS Hooks limit (< 140 characters), else the last, clipped."""
+    for text in candidates:
+        if len(" ".join(text.split())) <= SUMMARY_MAX:
+            return text
+    return candidates[-1]
 
 
 def make_uuid(hook_instance: str, key: str) -> str:
@@ -218,12 +297,19 @@ def _already_ordered(content: Content, plan: Plan) -> str:
         lines.append(
             content.text(
                 "already-ordered",
-                order=f"{_ORDER_NAMES.get(item.what, item.what)} ({item.label})",
+                order=_ORDER_NAMES.get(item.what, item.what),
                 verb=verb,
                 when=f"{when}{status}",
             )
         )
     return "\n".join(lines)
+
+
+def existing_notes(plan: Plan) -> list[str]:
+    """The orders on file with their full labels and references (app page, R9a)."""
+    return [
+        f"- {_ORDER_NAMES.get(e.what, e.what)} on file: {e.label} ({e.ref})" for e in plan.existing
+    ]
 
 
 def frame_card(
@@ -235,11 +321,13 @@ def frame_card(
     indicator: str,
     suggestions: list[dict[str, Any]],
     selection_behavior: str = "any",
+    links: Sequence[Mapping[str, str]] | None = None,
 ) -> dict[str, Any]:
     """A CDS Hooks card: text plus a card family's source, links and override reasons.
 
     ``uuid_key`` is already made unique per hook call (see ``make_uuid``); optional fields are
-    omitted rather than empty, as CDS Hooks 2.0 requires.
+    omitted rather than empty, as CDS Hooks 2.0 requires. ``links`` (the SMART app link of
+    R9a) replaces the family's links: the card then carries that one link.
     """
     card: dict[str, Any] = {
         "uuid": uuid_key,
@@ -253,8 +341,9 @@ def frame_card(
         card["selectionBehavior"] = selection_behavior
     if framing.override_reasons:
         card["overrideReasons"] = [dict(r) for r in framing.override_reasons]
-    if framing.links:
-        card["links"] = [dict(link) for link in framing.links]
+    chosen = framing.links if links is None else links
+    if chosen:
+        card["links"] = [dict(link) for link in chosen]
     return card
 
 
@@ -314,6 +403,19 @@ def _severity(content: Content, grade: int) -> str:
     return content.phrase("severity-normal")
 
 
+def _onset_short(trig: Trigger) -> str:
+    """The onset in the card's one line of why: a date, or a range of dates."""
+    if trig.lo is None:
+        return f"not recorded (first recorded {trig.hi:%Y-%m-%d})"
+    if trig.hi - trig.lo <= _DAY:
+        return f"{trig.lo:%Y-%m-%d}"
+    return f"{trig.lo:%Y-%m-%d} to {trig.hi:%Y-%m-%d}"
+
+
+def _injection_date(a: Assessment) -> str:
+    return f"{a.injection.time:%Y-%m-%d}"
+
+
 def _injection_evidence(content: Content, a: Assessment) -> str:
     inj = a.injection
     return content.text(
@@ -342,23 +444,35 @@ def attribution_card(
     intent: str,
     floor: RedFlag | None = None,
     named: Sequence[str] = (),
-) -> dict[str, Any]:
+    links: Sequence[Mapping[str, str]] | None = None,
+) -> BuiltCard:
+    """The attribution card (R9a: short) and the sentences that move to the app page."""
     child = _is_child(facts, now, content)
     side = a.trigger.side
     central = a.lead == "central"
     cause_names = [content.phrase(f"cause-{c.group}") for c in a.competing]
     cause = ", ".join(dict.fromkeys(cause_names))
-    # summary
+    # summary: the finding and the action (R9a)
     words = {
         "foot_drop": _foot_drop_words(side),
         "timing": _timing_words(a),
         "injection": _injection_words(a),
     }
+    reasons = "; ".join(
+        content.phrase("cap-competing", cause=cause)
+        if cap == "cap-competing"
+        else content.phrase(cap)
+        for cap in a.caps
+        if cap != "cap-anticoagulated"
+    )
     floor_only = "cap-anticoagulated" in a.caps
+    actions = summary_actions(content, plan)
     if floor_only:
         summary = content.text("summary-anticoagulated", **words)
     elif a.indicator == "warning":
-        summary = content.text("summary-warning", **words)
+        summary = fit_summary(
+            [content.text("summary-warning", actions=a_text, **words) for a_text in actions]
+        )
     else:
         reason = (
             content.phrase("cap-competing", cause=cause)
@@ -367,20 +481,26 @@ def attribution_card(
             if a.caps
             else content.phrase("cap-delayed")
         )
-        summary = content.text("summary-info", reason=reason, **words)
-    # assessment
+        summary = fit_summary(
+            [
+                text
+                for a_text in actions
+                for text in (
+                    content.text("summary-info", reason=reason, actions=a_text, **words),
+                    _without(
+                        content.text("summary-info", reason=reason, actions=a_text, **words),
+                        f" ({reason})",
+                    ),
+                )
+            ]
+        )
+    # assessment (app page)
     timing_class = _timing_class_phrase(content, a)
     if floor_only:
         assessment = content.text("assessment-anticoagulated", timing_class=timing_class)
     elif a.indicator == "warning":
         assessment = content.text("assessment-warning", timing_class=timing_class)
     else:
-        reasons = "; ".join(
-            content.phrase("cap-competing", cause=cause)
-            if cap == "cap-competing"
-            else content.phrase(cap)
-            for cap in a.caps
-        )
         assessment = content.text("assessment-info", timing_class=timing_class, reasons=reasons)
     # evidence
     evidence = [
@@ -414,7 +534,7 @@ def attribution_card(
                 severity=_severity(content, latest.grade),
             )
         )
-    # plan
+    # plan: the full sentences go to the app page, the card keeps one action line (R9a)
     t = content.thresholds
     follow_from = (now + t.follow_up_from).date()
     follow_to = (now + t.follow_up_to).date()
@@ -453,7 +573,26 @@ def attribution_card(
     if central or a.lead == "emg":
         plan_lines = [plan_lines[2], *plan_lines[:2], *plan_lines[3:]]
     plan_lines = [line for line in plan_lines if line]
-    # notes
+    short = short_actions(
+        content,
+        plan.suggest,
+        not_before=not_before,
+        follow=(follow_from, follow_to),
+        days=elapsed_days,
+        central=central,
+    )
+    card_actions = [content.text("plan-short", actions=short)]
+    # R9a: the cap sentences that stay (site, onset), and R8a's re-grade request
+    if plan.regrade:
+        card_actions.append(
+            content.text("note-regrade", days=t.recovery_grade_max_age.days).removeprefix("- ")
+        )
+    card_actions += [
+        content.text(name).removeprefix("- ")
+        for name in ("note-site-missing", "note-onset-uncertain")
+        if name in a.notes
+    ]
+    # notes (all on the app page, R9a / §4.6.4)
     skip = _NOTES_WITH_VALUES | ({"note-anticoagulated"} if floor is not None else set())
     notes = [content.text(name) for name in a.notes if name not in skip]
     if a.trigger.verification and "note-provisional-trigger" in a.notes:
@@ -481,10 +620,11 @@ def attribution_card(
         notes.append(content.text("note-poor-prognosis"))
     if plan.regrade:  # R8a: no grade decides an escalation
         notes.insert(0, content.text("note-regrade", days=t.recovery_grade_max_age.days))
-    if plan.afo_side_unknown:  # R8b
-        notes.append(content.text("note-afo-side-unknown", side=_side_word(side)))
+    held: list[str] = []
+    if plan.afo_side_unknown:  # R8b: stays on the card with the already-ordered notes
+        held.append(content.text("note-afo-side-unknown", side=_side_word(side)))
     if plan.repeat_emg_held and grades:  # R8a
-        notes.append(content.text("note-repeat-emg-held", grade=grades[-1].text))
+        held.append(content.text("note-repeat-emg-held", grade=grades[-1].text))
     if child:
         notes.append(content.text("note-child"))
     notes.append(content.text("note-every-card"))
@@ -494,20 +634,39 @@ def attribution_card(
         lead = content.text("lead-central", cause=cause[:1].upper() + cause[1:])
     elif a.lead == "emg":
         group = next(c.group for c in a.competing if not c.central)
-        lead = content.text(
-            "lead-emg", cause=cause[:1].upper() + cause[1:], why=content.phrase(f"lead-why-{group}")
-        )
+        lead_why = content.phrase(f"lead-why-{group}")
+        lead = content.text("lead-emg", cause=cause[:1].upper() + cause[1:], why=lead_why)
+        notes.insert(0, content.text("note-emg-why", why=lead_why))
     if floor is not None:  # §4.6.3: the R7c sentence before the competing-cause lead
         lead = "\n\n".join(x for x in (action_text(content, floor), lead) if x)
+    if floor_only:
+        finding = content.phrase("finding-anticoagulated")
+    elif a.indicator == "warning":
+        finding = content.phrase("finding-warning")
+    else:
+        finding = content.phrase("finding-info", reasons=reasons)
+    why = content.text(
+        "why-attribution",
+        condition=a.trigger.label,
+        onset=_onset_short(a.trigger),
+        timing=_timing_words(a),
+        injection=f"{_injection_words(a)} of {_injection_date(a)}",
+        finding=finding,
+    )
     detail = content.text(
         "detail",
         lead=lead,
-        assessment=assessment,
-        evidence="\n".join(evidence),
-        plan="\n".join(plan_lines),
-        already_ordered=_already_ordered(content, plan),
-        notes="\n".join(dict.fromkeys(notes)),
+        plan="\n\n".join(card_actions),
+        why=why,
+        already_ordered="\n".join(x for x in (_already_ordered(content, plan), *held) if x),
     )
+    page_notes = [
+        assessment,
+        *evidence,
+        *plan_lines,
+        *existing_notes(plan),
+        *dict.fromkeys(notes),
+    ]
     # suggestions
     values = {
         "side": _side_word(side),
@@ -549,14 +708,16 @@ def attribution_card(
                 central=central and order_id == "EMG_NCS",
             )
         )
-    return frame_card(
+    card = frame_card(
         content.footdrop,
         uuid_key=make_uuid(hook_instance, "card"),
         summary=summary,
         detail=detail,
         indicator=a.indicator,
         suggestions=suggestions,
+        links=links,
     )
+    return BuiltCard(card, tuple(page_notes))
 
 
 _NOTES_WITH_VALUES = frozenset({"note-provisional-trigger", "note-link", "note-radiating-pain"})

@@ -198,23 +198,18 @@ THRESHOLDS: dict[str, str] = {
 TEMPLATES: dict[str, frozenset[str]] = {
     name: frozenset(fields)
     for name, fields in {
-        "summary-warning": ("foot_drop", "timing", "injection"),
-        "summary-info": ("foot_drop", "timing", "injection", "reason"),
+        "summary-warning": ("foot_drop", "timing", "injection", "actions"),
+        "summary-info": ("foot_drop", "timing", "injection", "reason", "actions"),
         "summary-critical": ("flags",),
         "summary-afp": (),
         "summary-anticoagulated": ("foot_drop", "timing", "injection"),
         "assessment-anticoagulated": ("timing_class",),
         "summary-afp-any-age": (),
-        "detail": ("lead", "assessment", "evidence", "plan", "already_ordered", "notes"),
-        "detail-critical": (
-            "actions",
-            "flags",
-            "why",
-            "evidence",
-            "plan",
-            "already_ordered",
-            "notes",
-        ),
+        "detail": ("lead", "plan", "why", "already_ordered"),
+        "detail-critical": ("actions", "flags", "why", "already_ordered"),
+        # R9a: the short card's action line and its one line of why
+        "plan-short": ("actions",),
+        "why-attribution": ("foot_drop", "condition", "onset", "timing", "injection", "finding"),
         "assessment-warning": ("timing_class",),
         "assessment-info": ("timing_class", "reasons"),
         "evidence-injection": ("injection", "date", "drug", "site", "side", "im_evidence"),
@@ -263,6 +258,7 @@ TEMPLATES: dict[str, frozenset[str]] = {
         "note-ankle-brace": ("device",),
         "note-baseline-study": ("date", "emg_days"),
         "note-poor-prognosis": (),
+        "note-emg-why": ("why",),
         "note-link": ("condition",),
         "note-radiating-pain": ("condition",),
         "why-bilateral": (),
@@ -308,7 +304,6 @@ TEMPLATES: dict[str, frozenset[str]] = {
         "prevention-risk-anticoagulated": ("what",),
         "prevention-risk-none": ("child", "older", "bmi"),
         "prevention-risk-unknown": ("what",),
-        "prevention-evidence": (),
         # R8c: vaccines (never the buttock) and free-text sites
         "prevention-summary-vaccine": ("medication", "site", "target"),
         "prevention-summary-vaccine-info": ("medication", "site", "target"),
@@ -317,7 +312,6 @@ TEMPLATES: dict[str, frozenset[str]] = {
         "prevention-why-text-site": ("text", "side"),
         "prevention-immunogenicity": ("vaccine",),
         "prevention-recommendation-vaccine": ("target", "codes", "band"),
-        "prevention-evidence-vaccine": (),
     }.items()
 }
 
@@ -337,6 +331,27 @@ PHRASES: dict[str, frozenset[str]] = {
         "afp-neurology-child": (),
         "afp-neurology-adult": (),
         "anticoagulated-nsaid": (),
+        # R9a: the orders of the short card (action line) and of the summary
+        "short-afo": (),
+        "short-pt": (),
+        "short-emg": ("not_before",),
+        "short-emg-central": ("not_before",),
+        "short-follow-up": ("from", "to"),
+        "short-early": (),
+        "short-decision": ("days",),
+        "short-tendon": ("days",),
+        "short-none": (),
+        "summary-afo": (),
+        "summary-pt": (),
+        "summary-emg": ("date",),
+        "summary-follow-up": (),
+        "summary-early": (),
+        "summary-decision": (),
+        "summary-tendon": (),
+        "summary-none": (),
+        "finding-warning": (),
+        "finding-info": ("reasons",),
+        "finding-anticoagulated": (),
         "anticoagulated-remote-site": ("site",),
         "cap-provisional-trigger": (),
         "cap-observation-trigger": (),
@@ -518,6 +533,35 @@ class Thresholds:
 
 
 @dataclass(frozen=True)
+class ThresholdRow:
+    """One threshold as the content states it, for the rule trace (R9a: thresholds applied)."""
+
+    name: str
+    value: str  # "48 hours"
+    rule: str
+    evidence: str
+    description: str = ""
+
+
+def threshold_rows(doc: Mapping[str, Any]) -> tuple[ThresholdRow, ...]:
+    """The rows of a valid thresholds.yaml, in THRESHOLDS order."""
+    rows = []
+    for name in THRESHOLDS:
+        raw = doc.get(name)
+        if isinstance(raw, Mapping):
+            rows.append(
+                ThresholdRow(
+                    name=name,
+                    value=f"{raw.get('value')} {raw.get('unit')}",
+                    rule=str(raw.get("rule") or ""),
+                    evidence=str(raw.get("evidence") or ""),
+                    description=str(raw.get("description") or ""),
+                )
+            )
+    return tuple(rows)
+
+
+@dataclass(frozen=True)
 class OrderSpec:
     """One orderable suggestion (cards/orders.yaml)."""
 
@@ -560,6 +604,8 @@ class Content:
     #: R8c vaccine names (lower case): brand, hepb, rabies, immune_globulin.
     vaccine_names: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     mrc_rows: tuple[MrcRow, ...] = ()  # R1b: the site's MRC flowsheet codes (mrc_codes.yaml)
+    #: thresholds.yaml as written (value, unit, rule, evidence): the app page's threshold table.
+    threshold_rows: tuple[ThresholdRow, ...] = ()
 
     def text(self, name: str, **values: object) -> str:
         """Render the Markdown template ``cards/templates/<name>.md``."""
@@ -904,6 +950,7 @@ def build_content(
         prevention=prevention,
         nsaid_names=tuple(n.strip().lower() for n in nsaids),
         vaccine_names=vaccine_names,
+        threshold_rows=threshold_rows(thresholds),
     )
 
 

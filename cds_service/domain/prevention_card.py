@@ -143,10 +143,9 @@ def _finding(content: Content, n: Neuropathy) -> str:
         )
     if n.basis == "assessment" and n.assessment is not None:
         inj = n.assessment.injection
-        site = f", {inj.site_label}" if inj.site_label else ""
         basis = content.phrase(
             "prevention-basis-assessment",
-            injection=f"{inj.label}{site}",
+            injection=inj.site_label or inj.label,
             date=f"{inj.time:%Y-%m-%d}",
         )
     elif n.basis == "link-code":
@@ -197,6 +196,20 @@ def _risks(content: Content, risks: RiskFactors) -> str:
     if unknown:
         lines.append(content.text("prevention-risk-unknown", what="; ".join(unknown)))
     return "\n".join(lines)
+
+
+def _risks_line(content: Content, risks: RiskFactors) -> str:
+    """R9a: "none found" and what could not be checked share one line on the short card."""
+    text = _risks(content, risks)
+    none = content.text(
+        "prevention-risk-none",
+        child=content.thresholds.child_age,
+        older=content.thresholds.older_adult_age,
+        bmi=f"{content.thresholds.underweight_bmi:g}",
+    )
+    if text.startswith(none + "\n- "):
+        return f"{none} {text[len(none) + 3 :]}"
+    return text
 
 
 def _site_text(content: Content, target: TargetSite) -> str:
@@ -346,7 +359,7 @@ def prevention_card(
     order = content.text(
         "prevention-order",
         noun=content.phrase(noun),
-        medication=medication,
+        medication=_short(medication, len(medication)),
         dose=draft.dose or content.phrase("prevention-dose-none"),
         ref=draft.ref or draft.kind,
         route=draft.route,
@@ -372,10 +385,9 @@ def prevention_card(
         "prevention-detail",
         lead=lead,
         order=order,
-        why=_why(content, judgement),
+        why="" if lead else _why(content, judgement),
         recommendation=recommendation,
-        risks=_risks(content, risks),
-        evidence=_evidence(content, judgement),
+        risks=_risks_line(content, risks),
     )
     return frame_card(
         content.prevention,
@@ -386,10 +398,3 @@ def prevention_card(
         suggestions=_suggestions(content, judgement, hook_instance, key),
         selection_behavior="at-most-one",
     )
-
-
-def _evidence(content: Content, judgement: Judgement) -> str:
-    evidence = content.text("prevention-evidence")
-    if judgement.draft.vaccine:
-        evidence = content.text("prevention-evidence-vaccine") + "\n" + evidence
-    return evidence

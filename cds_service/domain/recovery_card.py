@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
 
-from cds_service.domain.card import action_text, frame_card, make_uuid
+from cds_service.domain.card import BuiltCard, action_text, frame_card, make_uuid
 from cds_service.domain.content import Content
 from cds_service.domain.fhirtime import fhir_date
 from cds_service.domain.pairs import TooManyRecordsError
@@ -23,7 +22,8 @@ def recovered_card(
     *,
     hook_instance: str,
     floor: RedFlag | None = None,
-) -> dict[str, Any]:
+    links: Sequence[Mapping[str, str]] | None = None,
+) -> BuiltCard:
     """Foot drop recovered (latest same-side grade 5, or 4+): info, no AFO/PT/EMG/referral.
 
     An anticoagulation floor (R7c) still holds: the card is then a warning and starts with the
@@ -44,30 +44,38 @@ def recovered_card(
     detail = content.text("detail-recovered", **values)
     if floor is not None:
         detail = "\n\n".join(x for x in (action_text(content, floor), detail) if x)
-    return frame_card(
+    card = frame_card(
         content.footdrop,
         uuid_key=make_uuid(hook_instance, "card"),
         summary=content.text("summary-recovered", **values),
         detail=detail,
         indicator="info" if floor is None else "warning",
         suggestions=[],
+        links=links,
     )
+    return BuiltCard(card)
 
 
 def too_many_records_card(
-    content: Content, error: TooManyRecordsError, *, hook_instance: str
-) -> dict[str, Any]:
+    content: Content,
+    error: TooManyRecordsError,
+    *,
+    hook_instance: str,
+    links: Sequence[Mapping[str, str]] | None = None,
+) -> BuiltCard:
     """Foot drop and IM injections on record, but more pairs than the engine may assess.
 
     Conservative: ``info``, no suggestions, the clinician reviews the record (red flags were
     judged before and are not affected).
     """
     values = {"triggers": str(error.triggers), "injections": str(error.injections)}
-    return frame_card(
+    card = frame_card(
         content.footdrop,
         uuid_key=make_uuid(hook_instance, "card"),
         summary=content.text("summary-too-many", **values),
         detail=content.text("detail-too-many", **values),
         indicator="info",
         suggestions=[],
+        links=links,
     )
+    return BuiltCard(card)

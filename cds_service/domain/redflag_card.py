@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from cds_service.domain.card import (
+    BuiltCard,
     _already_ordered,
     _date,
     _is_child,
@@ -22,6 +23,7 @@ from cds_service.domain.card import (
     _suggestion,
     action_text,
     build_resource,
+    existing_notes,
     frame_card,
     make_uuid,
 )
@@ -52,8 +54,14 @@ def red_flag_card(
     now: datetime,
     hook_instance: str,
     intent: str,
-) -> dict[str, Any]:
-    """One ``critical`` card for the red flags ``flags`` (already in §4.6.3 order)."""
+    links: Sequence[Mapping[str, str]] | None = None,
+) -> BuiltCard:
+    """One ``critical`` card for the red flags ``flags`` (already in §4.6.3 order).
+
+    R9a: the card keeps the action sentences, the flags with one line of why and the held /
+    already-ordered notes; the evidence, the orders' notes and every other sentence go to the
+    app page (returned as ``page_notes``).
+    """
     child = _is_child(facts, now, content)
     trig = (
         min(triggers, key=lambda tr: (tr.kind != "condition", tr.hi, tr.ref)) if triggers else None
@@ -99,7 +107,7 @@ def red_flag_card(
         )
     if floor is not None:
         evidence += [content.text("evidence-anticoagulation", what=w) for w in floor.labels[:3]]
-    why = "\n".join(dict.fromkeys(content.text(_why(f.kind)) for f in flags))
+    whys = list(dict.fromkeys(content.text(_why(f.kind)) for f in flags))
     values = {"side": _side_word(side), "leg": _leg(side), "not_before": "", "from": "", "to": ""}
     plan_lines = []
     suggestions = []
@@ -146,22 +154,31 @@ def red_flag_card(
         "detail-critical",
         actions="\n\n".join(a for a in actions if a),
         flags=flags_text,
-        why=why,
-        evidence="\n".join(evidence),
-        plan="\n".join(plan_lines) or "-",
+        why=whys[0] if whys else "",
         already_ordered=_already_ordered(content, plan),
-        notes="\n".join(dict.fromkeys(notes)),
     )
+    page_notes = [
+        *(
+            f"- **{content.phrase(f'flag-{f.kind}')}**: {w}"
+            for f, w in zip(flags, whys, strict=False)
+        ),
+        *evidence,
+        *plan_lines,
+        *existing_notes(plan),
+        *dict.fromkeys(notes),
+    ]
     afp = next((f for f in flags if f.kind in _AFP), None)
     if afp is not None:
         summary = content.text("summary-afp" if afp.kind == "afp" else "summary-afp-any-age")
     else:
         summary = content.text("summary-critical", flags=flags_text)
-    return frame_card(
+    card = frame_card(
         content.footdrop,
         uuid_key=make_uuid(hook_instance, "card"),
         summary=summary,
         detail=detail,
         indicator="critical",
         suggestions=suggestions,
+        links=links,
     )
+    return BuiltCard(card, tuple(page_notes))

@@ -18,14 +18,26 @@ SITE_SELECT_SERVICE_ID = "im-injection-site-select"
 SITE_SIGN_SERVICE_ID = "im-injection-site-sign"
 
 
-def build_handlers(content: Any, settings: Settings) -> dict[str, Handler]:
-    """Handlers by service id; discovery (services.yaml) names which ids exist."""
-    policy = Policy(
+def policy_for(settings: Settings) -> Policy:
+    """The engine's local policy from the settings (also used by ``cds-service call --explain``).
+
+    The card's SMART link (R9a) points at ``CDS_PUBLIC_URL`` + ``/app/launch``; without a public
+    URL there is no link to the app.
+    """
+    return Policy(
         order_intent=settings.order_intent,
         site_time_zone=settings.site_timezone,
         mrc_code_system=settings.mrc_code_system,
         mrc_rows=load_mrc_codes(settings.mrc_codes_file) if settings.mrc_codes_file else None,
+        app_launch_url=f"{settings.public_url.rstrip('/')}/app/launch"
+        if settings.public_url
+        else None,
     )
+
+
+def build_handlers(content: Any, settings: Settings) -> dict[str, Handler]:
+    """Handlers by service id; discovery (services.yaml) names which ids exist."""
+    policy = policy_for(settings)
 
     def patient_view(
         request: HookRequest, resources: Sequence[Mapping[str, Any]], now: datetime

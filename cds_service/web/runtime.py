@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -25,12 +25,15 @@ class Runtime:
     clock: Callable[[], datetime]
     openapi: dict[str, Any]
     verifier: JwtVerifier | None = None
+    closers: list[Callable[[], None]] = field(default_factory=list)  # e.g. the app's FHIR reader
 
     def close(self) -> None:
         """Release pooled database connections, the FHIR client's threads and sockets, and the
         JWKS refresher threads."""
         self.store.dispose()
         self.runner.close()
+        for close in self.closers:
+            close()
         if self.verifier is not None:
             self.verifier.close()
             self.verifier.replay_guard.dispose()

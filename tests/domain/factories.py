@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any
 
 from cds_service.domain.content import Content
 from cds_service.domain.engine import Evaluation, Policy, evaluate_patient_view
+from cds_service.domain.trace import Explanation, explain_patient_view
 from cds_service.edge.content import load_content
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -244,6 +246,24 @@ def run(
     return evaluate_patient_view(
         ctx, list(resources), cards or content(), now, "hook-1", policy or Policy()
     )
+
+
+def explain(
+    *resources: Any,
+    now: datetime = NOW,
+    context: dict[str, Any] | None = None,
+    policy: Policy | None = None,
+    cards: Content | None = None,
+) -> Explanation:
+    ctx = context or {"patientId": PID, "userId": "Practitioner/doc1"}
+    return explain_patient_view(
+        ctx, list(resources), cards or content(), now, "hook-1", policy or Policy()
+    )
+
+
+def page_text(*resources: Any, **kwargs: Any) -> str:
+    """The rule trace as JSON text: where R9a moved a card's sentence (the app page)."""
+    return json.dumps(explain(*resources, **kwargs).trace, ensure_ascii=False)
 
 
 def card_of(*resources: Any, **kwargs: Any) -> dict | None:

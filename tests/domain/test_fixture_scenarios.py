@@ -11,6 +11,7 @@ import pytest
 from fhir.resources.R4B import get_fhir_model_class
 
 from cds_service.domain.engine import evaluate_patient_view
+from cds_service.domain.trace import explain_patient_view
 
 from .factories import ROOT, content, suggestion_keys
 
@@ -46,6 +47,18 @@ def _run(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return fixture, evaluation.cards
 
 
+def _trace(fixture: dict[str, Any]) -> dict[str, Any]:
+    request = fixture["request"]
+    now = datetime.fromisoformat(fixture["evalTime"].replace("Z", "+00:00"))
+    return explain_patient_view(
+        request["context"],
+        flatten(request.get("prefetch")),
+        content(),
+        now,
+        request["hookInstance"],
+    ).trace
+
+
 @pytest.mark.parametrize("path", FIXTURES, ids=[p.stem for p in FIXTURES])
 def test_fixture_outcome(path: Path) -> None:
     """The engine gives each fixture exactly its expected card, indicator, suggestions and text."""
@@ -71,6 +84,9 @@ def test_fixture_outcome(path: Path) -> None:
         assert occurrence == max(expected["emgNotBefore"], fixture["evalTime"][:10])
     for phrase in expected.get("detailIncludes", []):
         assert phrase.lower() in card["detail"].lower(), phrase
+    trace = json.dumps(_trace(fixture), ensure_ascii=False).lower()
+    for phrase in expected.get("traceIncludes", []):  # R9a: moved from the card to the page
+        assert phrase.lower() in trace, phrase
     assert len(card["summary"]) < 140
 
 

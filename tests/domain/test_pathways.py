@@ -24,6 +24,7 @@ from .factories import (
     im_procedure,
     med_admin,
     mrc,
+    page_text,
     patient,
     suggestion_keys,
 )
@@ -159,7 +160,8 @@ def test_haematoma_site_from_words_or_postcoordinated_code():
     )
     assert flags(fd, text) == {"haematoma"}
     card = card_of(fd, post)
-    assert card["indicator"] == "critical" and "check the side" in card["detail"]
+    assert card["indicator"] == "critical"
+    assert "check the side" in page_text(fd, post)  # R9a: on the app page
 
 
 # --- R7c --------------------------------------------------------------------------------------
@@ -350,16 +352,22 @@ def test_bilateral_boundary_fourteen_days():
 
 def test_contralateral_mrc_4_is_named_not_a_flag():
     """R7d: a contralateral dorsiflexion 4/5 is named ('examine for cauda equina'), no flag."""
-    card = card_of(condition(), im_procedure(), mrc(4, "2025-06-12T10:00:00Z", side="right"))
-    assert card["indicator"] == "warning"
-    assert "examine for cauda equina" in card["detail"]
+    records = (condition(), im_procedure(), mrc(4, "2025-06-12T10:00:00Z", side="right"))
+    assert card_of(*records)["indicator"] == "warning"
+    assert "examine for cauda equina" in page_text(*records)  # R9a: on the app page
 
 
 def test_antiplatelet_is_named_but_not_anticoagulation():
     """R7c: Z79.02 is named as a bleeding-risk factor and does not lift a delayed onset."""
     card = delayed(condition("Z79.02", onset="2019-01-01"))
     assert card["indicator"] == "info"
-    assert "not anticoagulation" in card["detail"]
+    page = page_text(
+        condition(onset="2025-06-19"),
+        im_procedure(),
+        condition("Z79.02", onset="2019-01-01"),
+        now=DELAYED_NOW,
+    )
+    assert "not anticoagulation" in page  # R9a: on the app page
 
 
 # --- R7e --------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from tests.domain.factories import (
     device_request,
     im_procedure,
     mrc,
+    page_text,
     suggestion_keys,
 )
 
@@ -248,7 +249,9 @@ def test_reason_reference_to_sciatica_competes():
     }
     card = card_of(condition(), ma, sciatica)
     assert card is not None and card["indicator"] == "info"
-    assert "L5" in card["detail"] or "radiculopathy" in card["detail"]
+    assert card["detail"].startswith("**Lead with EMG/NCS**")
+    page = page_text(condition(), ma, sciatica)  # R9a: the lead's why is on the app page
+    assert "L5" in page or "radiculopathy" in page
     ma.pop("reasonReference")
     assert card_of(condition(), ma, sciatica)["indicator"] == "warning"
 

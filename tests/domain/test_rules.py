@@ -26,6 +26,7 @@ from .factories import (
     immunization,
     med_admin,
     mrc,
+    page_text,
     patient,
     resource_of,
     service_request,
@@ -146,7 +147,7 @@ def test_observation_trigger_is_negation_safe(value, fires):
         assert card is None
         return
     assert card["indicator"] == "info"
-    assert "Add foot drop to the problem list" in card["detail"]
+    assert "Add foot drop to the problem list" in page_text(finding(**value), im_procedure())
     assert resource_of(card, "AFO")["reasonReference"][0]["reference"].startswith("Observation/")
 
 
@@ -495,10 +496,12 @@ def test_conflicting_sides_in_one_record_are_unknown():
 
 def test_radiculopathy_before_injection_competes_and_leads_with_emg():
     """L5 radiculopathy that began before the injection caps at info, EMG first (R6)."""
-    card = card_of(condition(), condition("M54.16", onset="2025-05-21"), im_procedure())
+    records = (condition(), condition("M54.16", onset="2025-05-21"), im_procedure())
+    card = card_of(*records)
     assert card["indicator"] == "info"
     assert suggestion_keys(card)[0] == "EMG_NCS"
-    assert "paraspinals" in card["detail"]
+    assert card["detail"].startswith("**Lead with EMG/NCS**")
+    assert "paraspinals" in page_text(*records)  # R9a: the why of the lead is on the page
 
 
 def test_radiculopathy_after_injection_does_not_compete():
@@ -529,22 +532,23 @@ def test_recent_stroke_leads_with_upper_motor_neuron_check():
 
 def test_old_stroke_and_sequela_are_named_without_downgrade():
     """An old infarct or I69 sequela is named, not competing (R6)."""
-    card = card_of(
+    records = (
         condition(),
         condition("I63.9", onset="2020-01-01"),
         condition("I69.352", onset="2020-02-01"),
         im_procedure(),
     )
-    assert card["indicator"] == "warning"
-    assert "confirm that the foot drop is new" in card["detail"]
-    assert "Previous stroke" in card["detail"]
+    assert card_of(*records)["indicator"] == "warning"
+    page = page_text(*records)  # R9a / §4.6.4: previous-stroke notes move to the page
+    assert "confirm that the foot drop is new" in page
+    assert "Previous stroke" in page
 
 
 def test_polyneuropathy_never_competes():
     """Diabetic polyneuropathy adds the susceptibility note and keeps the indicator (R6)."""
-    card = card_of(condition(), condition("E11.42", onset="2015-01-01"), im_procedure())
-    assert card["indicator"] == "warning"
-    assert "polyneuropathy" in card["detail"]
+    records = (condition(), condition("E11.42", onset="2015-01-01"), im_procedure())
+    assert card_of(*records)["indicator"] == "warning"
+    assert "polyneuropathy" in page_text(*records)  # §4.6.4: susceptibility note on the page
 
 
 def test_gbs_is_not_a_polyneuropathy_and_competes_when_recent():
@@ -582,7 +586,8 @@ def test_diabetic_mononeuropathy_depends_on_onset():
     after = card_of(condition(), condition("E11.41", onset="2025-06-12"), im_procedure())
     assert before["indicator"] == "info"
     assert after["indicator"] == "warning"
-    assert "same event" in after["detail"]
+    page = page_text(condition(), condition("E11.41", onset="2025-06-12"), im_procedure())
+    assert "same event" in page  # R9a: on the app page
 
 
 def test_refuted_competing_cause_is_ignored():
@@ -679,9 +684,13 @@ def test_compartment_syndrome_any_side_and_other_side_is_stated():
     same = card_of(condition(), condition("M79.A22", onset="2025-06-12"), im_procedure())
     other = card_of(condition(), condition("M79.A21", onset="2025-06-12"), im_procedure())
     assert same["indicator"] == "critical"
-    assert "check the side" not in same["detail"]
+    assert "check the side" not in page_text(
+        condition(), condition("M79.A22", onset="2025-06-12"), im_procedure()
+    )
     assert other["indicator"] == "critical"
-    assert "check the side" in other["detail"]
+    assert "check the side" in page_text(  # R9a: on the app page
+        condition(), condition("M79.A21", onset="2025-06-12"), im_procedure()
+    )
 
 
 def test_progressive_weakness_two_grades():
@@ -753,7 +762,7 @@ def test_ankle_brace_does_not_suppress_afo(code):
     """L1902 / L1906 are ankle-only braces: AFO still suggested, detail names the brace."""
     card = card_of(condition(), im_procedure(), device_request(code))
     assert "AFO" in suggestion_keys(card)
-    assert "ankle brace" in card["detail"]
+    assert "ankle brace" in page_text(condition(), im_procedure(), device_request(code))
 
 
 def test_completed_afo_before_injection_does_not_suppress():
@@ -775,7 +784,9 @@ def test_early_baseline_study_does_not_suppress_emg():
     baseline = im_procedure(site=None, code="95907", system=CPT, when="2025-06-12T10:00:00Z")
     card = card_of(condition(), im_procedure(), baseline)
     assert "EMG_NCS" in suggestion_keys(card)
-    assert "does not replace the diagnostic study" in card["detail"]
+    assert "does not replace the diagnostic study" in page_text(
+        condition(), im_procedure(), baseline
+    )
 
 
 def test_emg_not_before_and_not_before_today():
@@ -904,9 +915,11 @@ def test_child_referral_names_paediatric_service():
 
 
 def test_fixed_sentences_and_severity():
-    """Every card carries the stroke and IM-avoidance sentences, the not-supported list, MRC."""
-    card = card_of(condition(), im_procedure(), mrc(1, "2025-06-12T09:00:00Z"))
-    detail = card["detail"]
+    """Every card's page (R9a) carries the stroke and IM-avoidance sentences, the not-supported
+    list, the MRC grade and the full plan; the card itself stays short."""
+    records = (condition(), im_procedure(), mrc(1, "2025-06-12T09:00:00Z"))
+    assert "urgent brain MRI" not in card_of(*records)["detail"]
+    detail = page_text(*records)
     assert "urgent brain MRI (DWI)" in detail
     assert "Avoid further IM injections" in detail
     assert "electrical stimulation of denervated muscle" in detail
@@ -918,8 +931,7 @@ def test_fixed_sentences_and_severity():
 
 def test_drug_name_is_named():
     """The injected drug is named in the evidence when known."""
-    card = card_of(condition(), med_admin(drug="Diclofenac 75 mg"))
-    assert "Diclofenac" in card["detail"]
+    assert "Diclofenac" in page_text(condition(), med_admin(drug="Diclofenac 75 mg"))
 
 
 def test_summary_short_and_names_side_timing_injection():

@@ -36,6 +36,7 @@ PRODUCTION = {
     "CDS_PUBLIC_URL": "https://cds.example.org",
     "CDS_JWT_ISSUERS": json.dumps({"https://ehr.example.org": "https://ehr.example.org/jwks"}),
     "CDS_CORS_ORIGINS": "https://ehr.example.org",
+    "CDS_APP_SECRET": "x" * 40,
 }
 
 
