@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from cds_service.domain.card import BuiltCard, action_text, frame_card, make_uuid
+from cds_service.domain.card import action_text, frame_card, make_uuid
+from cds_service.domain.card_short import BuiltCard
 from cds_service.domain.content import Content
 from cds_service.domain.fhirtime import fhir_date
 from cds_service.domain.pairs import TooManyRecordsError

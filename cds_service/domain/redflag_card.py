@@ -13,7 +13,6 @@ from datetime import datetime
 from typing import Any
 
 from cds_service.domain.card import (
-    BuiltCard,
     _already_ordered,
     _date,
     _is_child,
@@ -27,8 +26,9 @@ from cds_service.domain.card import (
     frame_card,
     make_uuid,
 )
-from cds_service.domain.content import Content
-from cds_service.domain.facts import Facts
+from cds_service.domain.card_short import BuiltCard
+from cds_service.domain.content import Content, Thresholds
+from cds_service.domain.facts import Facts, InjectionFact
 from cds_service.domain.fhirtime import fhir_date
 from cds_service.domain.pathways.base import RedFlag
 from cds_service.domain.plan import Plan
@@ -40,6 +40,32 @@ _REASON_TYPES = ("Condition/", "Observation/")
 
 def _why(kind: str) -> str:
     return "why-afp" if kind in _AFP else f"why-{kind}"
+
+
+def card_trigger(triggers: Sequence[Trigger]) -> Trigger | None:
+    """The trigger a red-flag card names: Conditions first, then the earliest, by reference."""
+    if not triggers:
+        return None
+    return min(triggers, key=lambda tr: (tr.kind != "condition", tr.hi, tr.ref))
+
+
+def card_injections(
+    facts: Facts, triggers: Sequence[Trigger], now: datetime, t: Thresholds
+) -> list[InjectionFact]:
+    """The (at most three, latest first) injections a red-flag card names as evidence."""
+    latest = max((tr.hi for tr in triggers), default=now)
+    near = [
+        i for i in facts.injections if i.time <= latest and latest - i.time <= t.attribution_limit
+    ]
+    return sorted(near, key=lambda i: (-i.time.timestamp(), i.ref))[:3]
+
+
+def red_flag_refs(
+    facts: Facts, triggers: Sequence[Trigger], now: datetime, t: Thresholds
+) -> tuple[str | None, list[str]]:
+    """The trigger and injections a red-flag card is about (its SMART link's appContext)."""
+    trig = card_trigger(triggers)
+    return (trig.ref if trig else None), [i.ref for i in card_injections(facts, triggers, now, t)]
 
 
 def red_flag_card(
@@ -63,9 +89,7 @@ def red_flag_card(
     app page (returned as ``page_notes``).
     """
     child = _is_child(facts, now, content)
-    trig = (
-        min(triggers, key=lambda tr: (tr.kind != "condition", tr.hi, tr.ref)) if triggers else None
-    )
+    trig = card_trigger(triggers)
     side = trig.side if trig is not None else None
     names = list(dict.fromkeys(content.phrase(f"flag-{f.kind}") for f in flags))
     flags_text = " and ".join(names)
@@ -90,10 +114,7 @@ def red_flag_card(
                 onset=_onset_text(trig),
             )
         )
-    latest = max((tr.hi for tr in triggers), default=now)
-    limit = content.thresholds.attribution_limit
-    injections = [i for i in facts.injections if i.time <= latest and latest - i.time <= limit]
-    for i in sorted(injections, key=lambda i: (-i.time.timestamp(), i.ref))[:3]:
+    for i in card_injections(facts, triggers, now, content.thresholds):
         evidence.append(
             content.text(
                 "evidence-injection",

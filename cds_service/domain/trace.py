@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from cds_service.domain.card import BuiltCard, age_years, attribution_card
+from cds_service.domain.card import age_years, attribution_card
+from cds_service.domain.card_short import BuiltCard
 from cds_service.domain.content import Content
 from cds_service.domain.facts import extract_facts
 from cds_service.domain.pairs import TooManyRecordsError
@@ -27,9 +28,9 @@ from cds_service.domain.pathways.anticoagulation import with_floor
 from cds_service.domain.plan import plan_attribution, plan_red_flags
 from cds_service.domain.policy import DEFAULT_POLICY, Policy
 from cds_service.domain.recovery_card import recovered_card, too_many_records_card
-from cds_service.domain.redflag_card import red_flag_card
+from cds_service.domain.redflag_card import red_flag_card, red_flag_refs
 from cds_service.domain.rules import best_assessment, condition_triggers
-from cds_service.domain.trace_parts import TraceInput, build_trace, red_flag_refs
+from cds_service.domain.trace_parts import TraceInput, build_trace
 
 __all__ = ["SERVICE_ID", "Explanation", "app_link", "explain_patient_view"]
 

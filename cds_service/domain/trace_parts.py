@@ -18,26 +18,26 @@ import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 
-from cds_service.domain.card import BuiltCard
-from cds_service.domain.content import COMPETING_VALUESETS, Content, ThresholdRow, Thresholds
-from cds_service.domain.facts import Facts, GradeFact
+from cds_service.domain.card_short import BuiltCard
+from cds_service.domain.content import COMPETING_VALUESETS, Content, ThresholdRow
+from cds_service.domain.facts import Facts
 from cds_service.domain.pairs import TooManyRecordsError
 from cds_service.domain.pathways import PathwayResult
 from cds_service.domain.plan import Plan
-from cds_service.domain.rules import Assessment, Trigger
+from cds_service.domain.rules import Assessment
+from cds_service.domain.trace_timeline import day as _day
+from cds_service.domain.trace_timeline import timeline
 
-__all__ = ["TraceInput", "build_trace", "red_flag_refs"]
+__all__ = ["TraceInput", "build_trace"]
 
 SERVICE_ID = "footdrop-im-injection"
 GUIDELINE = (
     "Carolus et al. The Interdisciplinary Management of Foot Drop. Dtsch Arztebl Int 2019, "
     "doi:10.3238/arztebl.2019.0347"
 )
-#: R8 milestones not in thresholds.yaml: the nerve-surgery window closes about 6 months in.
-NERVE_SURGERY_WINDOW_END = timedelta(days=182)
 PATHWAYS = (
     ("R7a", ("afp", "afp-any-age"), "Acute flaccid paralysis in a child"),
     ("R7b", ("haematoma", "compartment"), "Compressive haematoma or compartment syndrome"),
@@ -45,23 +45,6 @@ PATHWAYS = (
     ("R7d", ("bilateral",), "Bilateral deficit"),
     ("R7e", ("cauda-equina",), "Cauda equina"),
     ("R7f", ("progression",), "Progressive weakness"),
-)
-_MUSCLES = {
-    "ankle-dorsiflexion": "dorsiflexion",
-    "ankle-eversion": "eversion",
-    "ankle-plantarflexion": "plantar_flexion",
-}
-_ORDER_KINDS = (
-    ("afo-existing", "AFO"),
-    ("pt-existing", "PT_REFERRAL"),
-    ("emg-referral-existing", "EMG_NCS"),
-    ("emg-study", "EMG_NCS"),
-    ("follow-up-existing", "FOLLOW_UP"),
-    ("nerve-surgery-existing", "SURGICAL_REFERRAL"),
-    ("orthopaedic-existing", "SURGICAL_ORTHOPAEDIC"),
-    ("neurology-existing", "URGENT_NEUROLOGY"),
-    ("paediatric-neurology-existing", "URGENT_PAEDIATRIC_NEUROLOGY"),
-    ("public-health-existing", "URGENT_PUBLIC_HEALTH"),
 )
 _LABELS = {
     "AFO": "AFO",
@@ -97,29 +80,8 @@ class TraceInput:
     too_many: TooManyRecordsError | None = None
 
 
-def _day(moment: datetime | date | None) -> str | None:
-    if moment is None:
-        return None
-    return (moment.date() if isinstance(moment, datetime) else moment).isoformat()
-
-
 def _type(ref: str) -> str:
     return ref.split("/", 1)[0] if "/" in ref else ""
-
-
-def red_flag_refs(
-    facts: Facts, triggers: Sequence[Trigger], now: datetime, t: Thresholds
-) -> tuple[str | None, list[str]]:
-    """The trigger and injections a red-flag card is about (its appContext): the same choice
-    as the card's evidence (the first Condition trigger; the latest three injections)."""
-    trig = (
-        min(triggers, key=lambda tr: (tr.kind != "condition", tr.hi, tr.ref)) if triggers else None
-    )
-    latest = max((tr.hi for tr in triggers), default=now)
-    limit = t.attribution_limit
-    injections = [i for i in facts.injections if i.time <= latest and latest - i.time <= limit]
-    ordered = sorted(injections, key=lambda i: (-i.time.timestamp(), i.ref))[:3]
-    return (trig.ref if trig is not None else None), [i.ref for i in ordered]
 
 
 # --- sections ---------------------------------------------------------------------------------
@@ -423,7 +385,7 @@ def _thresholds_and_citations(
 
 
 def _plan(source: TraceInput) -> list[dict[str, Any]]:
-    plan, a, now = source.plan, source.assessment, source.now
+    plan, now = source.plan, source.now
     if plan is None:
         return []
     t = source.content.thresholds
@@ -474,114 +436,7 @@ def _plan(source: TraceInput) -> list[dict[str, Any]]:
                     "reference": None,
                 }
             )
-    del a
     return rows
-
-
-def grade_value(g: GradeFact) -> float:
-    """An MRC grade as a number for plotting: 4- = 3.67, 4 = 4, 4+ = 4.33 (R8a order)."""
-    return round(g.grade + {"+": 1 / 3, "-": -1 / 3}.get(g.sub, 0.0), 2)
-
-
-def _order_kind(valuesets: frozenset[str]) -> str:
-    for valueset, kind in _ORDER_KINDS:
-        if valueset in valuesets:
-            return kind
-    return "OTHER"
-
-
-def _timeline(source: TraceInput) -> dict[str, Any]:
-    facts, a, now = source.facts, source.assessment, source.now
-    t = source.content.thresholds
-    anchor = a.anchor if a is not None else None
-    onset: dict[str, Any] | None = None
-    if a is not None:
-        onset = {
-            "earliest": _day(a.trigger.lo),
-            "latest": _day(a.trigger.hi),
-            "reference": a.trigger.ref or None,
-        }
-    orders = [
-        {
-            "kind": _order_kind(o.valuesets),
-            "date": _day(o.occurrence_end or o.occurrence or o.authored),
-            "status": o.status or "unknown",
-            "reference": o.ref,
-        }
-        for o in facts.orders
-    ]
-    orders += [
-        {
-            "kind": "FOLLOW_UP",
-            "date": _day(ap.start),
-            "status": ap.status or "unknown",
-            "reference": ap.ref,
-        }
-        for ap in facts.appointments
-        if ap.follow_up
-    ]
-    milestones: list[dict[str, Any]] = []
-    if anchor is not None:
-        day0 = anchor.date()
-        milestones = [
-            {
-                "key": "emg_window",
-                "label": "EMG/NCS from day 21",
-                "start": _day(day0 + t.emg_not_before),
-                "end": None,
-            },
-            {
-                "key": "follow_up",
-                "label": "Follow-up at 4–6 weeks",
-                "start": _day(day0 + t.follow_up_from),
-                "end": _day(day0 + t.follow_up_to),
-            },
-            {
-                "key": "decision",
-                "label": "Surgical decision at 3 months",
-                "start": _day(day0 + t.surgical_decision),
-                "end": None,
-            },
-            {
-                "key": "nerve_surgery_window",
-                "label": "Nerve surgery window 3–6 months",
-                "start": _day(day0 + t.surgical_decision),
-                "end": _day(day0 + NERVE_SURGERY_WINDOW_END),
-            },
-            {
-                "key": "tendon_transfer",
-                "label": "Tendon transfer at about 12 months",
-                "start": _day(day0 + t.tendon_transfer),
-                "end": None,
-            },
-        ]
-    return {
-        "anchor": _day(anchor),
-        "today": _day(now),
-        "injections": [
-            {
-                "date": _day(i.time),
-                "site": i.site_label or i.site_class or "not documented",
-                "side": i.site_side or "unknown",
-                "reference": i.ref,
-            }
-            for i in sorted(facts.injections, key=lambda i: i.time)
-        ],
-        "onset": onset,
-        "grades": [
-            {
-                "date": _day(g.time),
-                "side": g.side or "unknown",
-                "muscle": _MUSCLES.get(g.movement, "other"),
-                "grade": g.text.removesuffix("/5"),
-                "value": grade_value(g),
-                "reference": g.ref,
-            }
-            for g in sorted(facts.muscle_grades, key=lambda g: g.time)
-        ],
-        "orders": orders,
-        "milestones": milestones,
-    }
 
 
 def _lines(notes: Sequence[str]) -> list[str]:
@@ -621,5 +476,5 @@ def build_trace(source: TraceInput) -> dict[str, Any]:
         "citations": citations,
         "page_notes": _lines(source.built.page_notes) if source.built is not None else [],
         "plan": _plan(source),
-        "timeline": _timeline(source),
+        "timeline": timeline(source),
     }
