@@ -172,6 +172,7 @@ def test_production_settings_serve_no_page(tmp_path):
         cors_origins=("https://ehr.example.org",),
         jwt_issuers={"https://ehr.example.org": "https://ehr.example.org/jwks"},
         database_url=f"sqlite:///{tmp_path / 'feedback.sqlite3'}",
+        app_secret="s" * 40,
     )
     app = create_app(settings)
     try:
