@@ -16,7 +16,6 @@ from datetime import date
 from typing import Any
 
 from flask import Blueprint, current_app, redirect, render_template, request
-from markdown_it import MarkdownIt
 from markupsafe import Markup
 from werkzeug.wrappers import Response
 
@@ -26,10 +25,10 @@ from cds_service.app.page import build_plot, relative_day
 from cds_service.app.recompute import explain
 from cds_service.app.runtime import AppRuntime
 from cds_service.app.session import SessionError
+from cds_service.markdown_html import render_markdown
 
 log = logging.getLogger("cds_service.app")
 
-_MARKDOWN = MarkdownIt("js-default")  # CommonMark with raw HTML off: notes cannot inject markup
 
 bp = Blueprint("smart_app", __name__, url_prefix="/app", template_folder="templates",
                static_folder="static", static_url_path="/static")  # fmt: skip
@@ -50,7 +49,7 @@ def app_runtime() -> AppRuntime:
 @bp.app_template_filter("markdown")
 def _markdown(text: str) -> Markup:
     """A page note (markdown from the card content) as HTML; raw HTML in it is escaped."""
-    return Markup(_MARKDOWN.render(str(text)))
+    return render_markdown(text)
 
 
 @bp.after_request

@@ -2,8 +2,8 @@
 
 Indicator, summary, source, Markdown detail, suggestions, links and override reasons, read
 defensively from the response JSON (a card is data from the service, but the page must never
-fail on a field it did not expect). Markdown is rendered by ``markdown`` and sanitised by ``nh3``
-(raw HTML, scripts, event handlers and non-http links removed), as an EHR should.
+fail on a field it did not expect). Markdown is rendered with raw HTML
+off and unsafe link schemes refused (``cds_service.markdown_html``), as an EHR should.
 """
 
 from __future__ import annotations
@@ -12,16 +12,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-import markdown
-import nh3
 from markupsafe import Markup
 
+from cds_service.markdown_html import render_markdown
+
 INDICATORS = ("info", "warning", "critical", "success")
-_TAGS = {
-    "p", "br", "hr", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "li", "strong", "em", "b", "i",
-    "code", "pre", "blockquote", "a", "table", "thead", "tbody", "tr", "th", "td",
-}  # fmt: skip
-_URL_SCHEMES = {"http", "https", "mailto"}
 
 
 @dataclass(frozen=True)
@@ -56,21 +51,6 @@ class CardView:
     selection_behavior: str
     links: tuple[LinkView, ...]
     override_reasons: tuple[str, ...]
-
-
-def render_markdown(text: str) -> Markup:
-    """GitHub-flavoured enough Markdown to HTML, sanitised: safe to put in the page as is."""
-    html = markdown.markdown(text, extensions=["sane_lists", "tables"], output_format="html")
-    # nh3 has removed everything but the allowed tags, attributes and URL schemes.
-    return Markup(
-        nh3.clean(
-            html,
-            tags=_TAGS,
-            attributes={"a": {"href", "title"}, "th": {"align"}, "td": {"align"}},
-            url_schemes=_URL_SCHEMES,
-            link_rel="noopener noreferrer",
-        )
-    )
 
 
 def _text(value: Any) -> str:
