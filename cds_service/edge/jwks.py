@@ -204,7 +204,9 @@ def fetch_jwk_set(
                     if time.monotonic() >= deadline:
                         break
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as error:
-            if watchdog.fired:
+            # The socket timeouts equal the deadline, so on a busy machine either may fire first.
+            timed_out = isinstance(error, _TIMEOUTS) or time.monotonic() >= deadline
+            if watchdog.fired or timed_out:
                 raise JwksFetchError(f"no complete answer within {deadline_seconds:g} s") from None
             raise JwksFetchError(f"connection failed ({type(error).__name__})") from None
         # A shutdown socket can look like a clean end of a body without Content-Length.
@@ -216,6 +218,9 @@ def fetch_jwk_set(
         watchdog.release()
         session.close()
     return parse_jwk_set(bytes(body))
+
+
+_TIMEOUTS = (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)
 
 
 def parse_jwk_set(body: bytes) -> dict[str, PyJWK]:
