@@ -57,3 +57,10 @@ def on_starting(server: object) -> None:
     except OperatorError as error:
         print(f"cds-service: {error}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+
+
+def post_worker_init(worker: object) -> None:
+    """Behind ``cds-service serve``: a socket of this worker's own, which nginx balances over."""
+    from cds_service.worker_sockets import adopt_slot
+
+    adopt_slot(worker)

@@ -44,6 +44,8 @@ from cds_service.proxy import (
     listen_address,
     render_nginx_conf,
 )
+from cds_service.worker_sockets import ENV as WORKER_SOCKETS_ENV
+from cds_service.worker_sockets import slot_paths
 
 APP = "cds_service:create_app()"
 SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD}
@@ -112,9 +114,12 @@ def _serve_behind_nginx(
     conf = runtime_dir / "nginx.conf"
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     connections, open_files = _raise_open_files_limit()
+    workers = _gunicorn_workers()
+    slots = slot_paths(runtime_dir, workers)
     layout = NginxLayout(
         listen=listen_address(host, port),
-        upstreams=[f"unix:{sock}"],
+        # One socket per worker, balanced by nginx; the shared one only if none answers.
+        upstreams=[*(f"unix:{slot} max_fails=0" for slot in slots), f"unix:{sock} backup"],
         runtime_dir=runtime_dir,
         worker_processes=max(1, min(MAX_WORKER_PROCESSES, cpus or 1)),
         worker_connections=connections,
@@ -129,7 +134,18 @@ def _serve_behind_nginx(
         # defaults to one path in $HOME shared by every instance; here it is this instance's own.
         extra += ["--control-socket", str(runtime_dir / "gunicorn.ctl")]
     gunicorn = gunicorn_command(*extra)
-    return Supervisor(gunicorn, nginx_command, sock).run()
+    os.environ[WORKER_SOCKETS_ENV] = f"{runtime_dir}:{workers}"
+    try:
+        return Supervisor(gunicorn, nginx_command, sock, slots).run()
+    finally:
+        os.environ.pop(WORKER_SOCKETS_ENV, None)
+
+
+def _gunicorn_workers() -> int:
+    """How many workers gunicorn will start (its config, as gunicorn reads it)."""
+    from cds_service import gunicorn_conf
+
+    return int(gunicorn_conf.workers)
 
 
 def _gunicorn_has(setting: str) -> bool:
@@ -213,9 +229,12 @@ def _own_children() -> list[int]:
 class Supervisor:
     """gunicorn on its socket, then nginx; signals forwarded; both stopped when either exits."""
 
-    def __init__(self, gunicorn: list[str], nginx: list[str], sock: Path) -> None:
+    def __init__(
+        self, gunicorn: list[str], nginx: list[str], sock: Path, slots: list[Path] | None = None
+    ) -> None:
         self.commands = {"gunicorn": gunicorn, "nginx": nginx}
         self.sock = sock
+        self.slots = slots or []
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.exit_codes: dict[str, int] = {}
 
@@ -235,7 +254,8 @@ class Supervisor:
     def _run(self) -> int:
         self._start("gunicorn")
         deadline = time.monotonic() + START_SECONDS
-        while not self.sock.exists():
+        # The shared socket, then every worker's own (nginx would log each miss otherwise).
+        while not (self.sock.exists() and all(slot.exists() for slot in self.slots)):
             if "gunicorn" in self.exit_codes:  # the master's check printed its one line
                 return self.exit_codes["gunicorn"]
             if time.monotonic() > deadline:
