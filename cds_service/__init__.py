@@ -87,10 +87,13 @@ def open_replay_guard(database_url: str) -> ReplayGuard:
 
     if database_url.split(":", 1)[0].lower() in REDIS_SCHEMES:
         return _open_redis_guard(database_url, REPLAY_WAIT_SECONDS)
+    engine = None
     try:
         engine = make_engine(database_url, durable=False, wait_seconds=REPLAY_WAIT_SECONDS)
         return SqlReplayGuard(engine, wait_seconds=REPLAY_WAIT_SECONDS)
     except (OSError, SQLAlchemyError, ImportError) as error:
+        if engine is not None:
+            engine.dispose()
         raise StartupError(f"replay store {_redacted(database_url)}: {_reason(error)}") from None
 
 

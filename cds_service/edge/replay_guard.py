@@ -116,6 +116,7 @@ class SqlReplayGuard:
         self._purge_interval = purge_interval_seconds
         self._next_purge_at = -math.inf
         self._purge_lock = threading.Lock()
+        self._purge_thread: threading.Thread | None = None
         self._create_table()
         self._upsert = _upsert_statement(engine.dialect.name)
         self._writer = (
@@ -136,6 +137,9 @@ class SqlReplayGuard:
         """Stop the writer thread (SQLite) and close pooled connections (shutdown)."""
         if self._writer is not None:
             self._writer.stop()
+        purge = self._purge_thread
+        if purge is not None:
+            purge.join(timeout=10)
         self._engine.dispose()
 
     def probe(self) -> None:
@@ -193,7 +197,8 @@ class SqlReplayGuard:
             finally:
                 self._purge_lock.release()
 
-        threading.Thread(target=purge, name="replay-purge", daemon=True).start()
+        self._purge_thread = threading.Thread(target=purge, name="replay-purge", daemon=True)
+        self._purge_thread.start()
 
     # --- SQLite writer thread helpers -------------------------------------------------------
 
