@@ -17,7 +17,6 @@ that installs it; the results go to ``var/bench-results.md`` (untracked) unless 
 
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import os
@@ -216,8 +215,7 @@ def _redis(workdir: Path, outcome: Outcome) -> Iterator[str | None]:
         return
     port = free_port()
     process = subprocess.Popen(
-        [binary, "--save", "", "--appendonly", "yes", "--port", str(port), "--bind", "127.0.0.1"]
-        + ["--dir", str(workdir)],
+        [binary, "--save", "", "--appendonly", "yes", "--port", str(port), *_local(workdir)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -227,6 +225,10 @@ def _redis(workdir: Path, outcome: Outcome) -> Iterator[str | None]:
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def _local(workdir: Path) -> list[str]:
+    return ["--bind", "127.0.0.1", "--dir", str(workdir)]
 
 
 def run(plan: Plan, wrk: str | None) -> Outcome:

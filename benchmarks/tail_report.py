@@ -1,5 +1,6 @@
-"""``python -m benchmarks`` (``make bench``): run :mod:`benchmarks.tail`, check issue 14's targets,
-print the table and write it to ``var/bench-results.md``; ``--record`` also puts it in BENCHMARKS.md.
+"""``python -m benchmarks`` (``make bench``): run :mod:`benchmarks.tail`, check issue 14's
+targets, print the table and write it to ``var/bench-results.md``; ``--record`` also puts it in
+BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from benchmarks.tail import (
     SECTION,
     Outcome,
     Plan,
-    Run,
     run,
 )
 
