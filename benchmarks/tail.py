@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,7 +35,7 @@ from benchmarks import bundles, load, scenarios
 from benchmarks.auth import ISSUER, ClientIdentity, JwksServer
 from benchmarks.baseline_app import SIZE_HEADER
 from benchmarks.fhir_stub import FhirStub
-from benchmarks.servers import BASELINE_APP, Gunicorn, clean_environment, free_port
+from benchmarks.servers import BASELINE_APP, Gunicorn, children, clean_environment, free_port
 from benchmarks.slow_clients import Served
 from cds_service.proxy import find_nginx
 
@@ -63,6 +63,7 @@ class Run:
     clients: int
     result: load.LoadResult
     busiest_share: float | None = None
+    cpu_ms_per_call: float | None = None  # every process of the server, user + system
 
 
 @dataclass
@@ -70,6 +71,35 @@ class Outcome:
     rows: list[Run] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of ``pids`` (from /proc; gone processes count 0)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / TICK
+
+
+def group_pids(pgid: int) -> list[int]:
+    """Every process in process group ``pgid`` (the service: supervisor, nginx, gunicorn)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid:
+                found.append(int(entry.name))
+    return found
 
 
 class Service:
@@ -94,6 +124,10 @@ class Service:
 
     def reset_counts(self) -> None:
         self.access.write_text("")
+
+    def pids(self) -> list[int]:
+        assert self.served.process is not None
+        return group_pids(self.served.process.pid)
 
     def busiest_share(self, path: str) -> float | None:
         lines = (line.split() for line in self.access.read_text().splitlines())
@@ -136,9 +170,17 @@ class Bench:
             token_file.unlink()
 
     def measure(
-        self, url: str, body: Path, clients: int, size: int, fresh: bool, expected: float
-    ) -> load.LoadResult:
-        """Warm up, then measure; minted tokens cover twice the rate seen (re-run if short)."""
+        self,
+        url: str,
+        body: Path,
+        clients: int,
+        size: int,
+        fresh: bool,
+        expected: float,
+        pids: Callable[[], list[int]],
+    ) -> tuple[load.LoadResult, float | None]:
+        """Warm up, then measure; minted tokens cover twice the rate seen (re-run if short).
+        Also the server's CPU time per call in the measured run (independent of other load)."""
         plan = self.plan
 
         def count(rate: float, seconds: float) -> int:
@@ -146,11 +188,17 @@ class Bench:
 
         warm = self._once(url, body, clients, plan.warmup, count(expected, plan.warmup), size)
         rate = max(warm.rps, 1.0)
-        result = self._once(url, body, clients, plan.measure, count(rate, plan.measure), size)
-        if result.tokens_exhausted:
+        for _ in range(2):
+            tokens = count(rate, plan.measure)
+            watched = pids()
+            before = cpu_seconds(watched)
+            result = self._once(url, body, clients, plan.measure, tokens, size)
+            spent = cpu_seconds(watched) - before
+            if not result.tokens_exhausted:
+                break
             rate = result.rps * 1.5
-            result = self._once(url, body, clients, plan.measure, count(rate, plan.measure), size)
-        return result
+        per_call = spent * 1000 / result.requests if result.requests else None
+        return result, per_call
 
 
 def _service_settings(
@@ -255,8 +303,12 @@ def run(plan: Plan, wrk: str | None) -> Outcome:
         print("floor (bare Flask, same body) ...", flush=True)
         with Gunicorn(BASELINE_APP, floor_env, workdir / "floor.log") as floor:
             for clients in CLIENTS:
-                result = bench.measure(floor.url, body, clients, size, False, 1000)
-                outcome.rows.append(Run("floor (bare Flask, same body)", clients, result))
+                result, cpu = bench.measure(
+                    floor.url, body, clients, size, False, 1000, lambda: _tree(floor)
+                )
+                outcome.rows.append(
+                    Run("floor (bare Flask, same body)", clients, result, None, cpu)
+                )
                 _print(outcome.rows[-1])
 
         pg = stack.enter_context(_postgres(outcome))
@@ -279,9 +331,11 @@ def run(plan: Plan, wrk: str | None) -> Outcome:
                 for clients in CLIENTS:
                     service.reset_counts()
                     fresh = settings["CDS_AUTH"] == "on"
-                    result = bench.measure(service.url, body, clients, size, fresh, 200)
+                    result, cpu = bench.measure(
+                        service.url, body, clients, size, fresh, 200, service.pids
+                    )
                     share = service.busiest_share(scenarios.HOOK_PATH)
-                    outcome.rows.append(Run(label, clients, result, share))
+                    outcome.rows.append(Run(label, clients, result, share, cpu))
                     _print(outcome.rows[-1])
 
         print("FHIR fallback (1 and 7 queries, +50 ms each) ...", flush=True)
@@ -302,11 +356,18 @@ def run(plan: Plan, wrk: str | None) -> Outcome:
                 fallback = workdir / f"fallback-{queries}.json"
                 document = bundles.fallback_request(request, fhir.base_url, keys)
                 fallback.write_bytes(bundles.encode(document))
-                result = bench.measure(service.url, fallback, 16, size, True, 100)
+                result, cpu = bench.measure(
+                    service.url, fallback, 16, size, True, 100, service.pids
+                )
                 label = f"FHIR fallback, {queries} quer{'y' if queries == 1 else 'ies'}"
-                outcome.rows.append(Run(label, 16, result))
+                outcome.rows.append(Run(label, 16, result, None, cpu))
                 _print(outcome.rows[-1])
     return outcome
+
+
+def _tree(server: Gunicorn) -> list[int]:
+    assert server.process is not None
+    return [server.process.pid, *children(server.process.pid)]
 
 
 def _scenario(body: Path) -> scenarios.Scenario:
@@ -316,6 +377,8 @@ def _scenario(body: Path) -> scenarios.Scenario:
 def _print(run: Run) -> None:
     r = run.result
     share = f"  busiest worker {run.busiest_share:.2f}" if run.busiest_share else ""
+    if run.cpu_ms_per_call is not None:
+        share += f"  CPU {run.cpu_ms_per_call:.2f} ms/call"
     print(
         f"  c={run.clients:<3} p50 {r.p50_ms:8.2f} ms  p99 {r.p99_ms:8.2f} ms  max "
         f"{r.max_ms:8.1f} ms  {r.rps:7.1f} req/s  errors {r.errors}{share}",

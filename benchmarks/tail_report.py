@@ -129,7 +129,7 @@ def render(
     floors = {r.clients: r.result for r in outcome.rows if r.label == FLOOR}
     tool = f"the Python load generator (wrk not installed: {load.WRK_HINT})"
     header = ["row", "clients", "p50 ms", "p99 ms", "max ms", "req/s", "errors"]
-    header += ["p50 × floor", "p99 × floor", "req/s × floor", "busiest worker"]
+    header += ["p50 × floor", "p99 × floor", "req/s × floor", "CPU ms/call", "busiest worker"]
     lines = [
         SECTION,
         "",
@@ -142,8 +142,10 @@ def render(
         "the typical patient-view (50 resources). The service: `cds-service serve` (nginx, "
         "gunicorn with gunicorn_conf's workers and threads, production settings); the floor: the "
         "bare Flask app under the same gunicorn config, no proxy. The busiest worker's share is "
-        "counted from gunicorn's access log. FHIR fallback: auth on, SQLite, a loopback FHIR stub "
-        "answering each query after 50 ms, `CDS_FHIR_MAX_PER_ORIGIN=64`.",
+        "counted from gunicorn's access log. CPU ms/call: user + system time of every process of "
+        "the server (nginx included for the service) over the measured run, divided by the calls: "
+        "it does not depend on what else runs on the machine. FHIR fallback: auth on, SQLite, a "
+        "loopback FHIR stub answering each query after 50 ms, `CDS_FHIR_MAX_PER_ORIGIN=64`.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
@@ -158,9 +160,10 @@ def render(
             else " | | "
         )
         share = f"{r.busiest_share:.2f}" if r.busiest_share is not None else ""
+        cpu = f"{r.cpu_ms_per_call:.2f}" if r.cpu_ms_per_call is not None else ""
         lines.append(
             f"| {r.label} | {r.clients} | {x.p50_ms:.1f} | {x.p99_ms:.1f} | {x.max_ms:.0f} | "
-            f"{x.rps:.0f} | {x.errors} | {ratios} | {share} |"
+            f"{x.rps:.0f} | {x.errors} | {ratios} | {cpu} | {share} |"
         )
     lines += ["", "| target | measured | limit | met | why not |", "|---|---|---|---|---|"]
     for t in found:
