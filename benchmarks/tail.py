@@ -283,10 +283,13 @@ def run(plan: Plan, wrk: str | None) -> Outcome:
     outcome = Outcome()
     now = datetime.now(UTC)
     request = bundles.patient_request(TYPICAL, now)
+    # An EHR that prefetches: no fhirServer, so the optional keys it left out are not fetched
+    # (fixture 01 names one on loopback; the fallback rows below point at the FHIR stub).
+    prefetched = {k: v for k, v in request.items() if k not in ("fhirServer", "fhirAuthorization")}
     with tempfile.TemporaryDirectory(prefix="footdrop-bench-") as tmp, ExitStack() as stack:
         workdir = Path(tmp)
         body = workdir / "typical.json"
-        body.write_bytes(bundles.encode(request))
+        body.write_bytes(bundles.encode(prefetched))
         bench = Bench(workdir, wrk, plan)
         jwks = stack.enter_context(JwksServer(bench.identity.jwks))
         db = workdir / "feedback.sqlite3"
