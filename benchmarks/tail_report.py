@@ -176,7 +176,8 @@ def render(
 
 
 def record(section: str, path: Path = RECORD_TO) -> None:
-    """Replace (or insert after the title) this section of BENCHMARKS.md; the rest is kept."""
+    """Replace (or insert before the first section) this section of BENCHMARKS.md; the rest is
+    kept."""
     text = path.read_text("utf-8") if path.exists() else "# Benchmarks\n"
     head, marker, rest = text.partition(SECTION)
     if marker:
@@ -184,8 +185,11 @@ def record(section: str, path: Path = RECORD_TO) -> None:
         tail = rest[following + 1 :] if following >= 0 else ""
         path.write_text(head + section + ("\n" + tail if tail else ""), "utf-8")
         return
-    title, newline, body = text.partition("\n")
-    path.write_text(title + newline + "\n" + section + "\n" + body.lstrip("\n"), "utf-8")
+    first = text.find("\n## ")  # before the first section, after the title and introduction
+    if first < 0:
+        path.write_text(text.rstrip("\n") + "\n\n" + section, "utf-8")
+        return
+    path.write_text(text[: first + 1] + section + "\n" + text[first + 1 :], "utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
