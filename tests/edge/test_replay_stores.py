@@ -305,3 +305,18 @@ def test_an_unreachable_redis_is_one_line_without_the_password() -> None:
     message = str(refused.value)
     assert message.startswith("replay store redis://127.0.0.1:")
     assert "s3cret" not in message and "\n" not in message
+
+
+def test_replay_url_settings_are_read_and_checked() -> None:
+    """CDS_REPLAY_URL takes SQLite, PostgreSQL or Redis; the older name still works; not both."""
+    from cds_service.config import Settings, SettingsError
+
+    redis_url = "redis://:pw@cache.internal:6379/0"
+    assert Settings.from_env({"CDS_REPLAY_URL": redis_url}).replay_url == redis_url
+    older = Settings.from_env({"CDS_REPLAY_DATABASE_URL": "sqlite:////tmp/r.sqlite3"})
+    assert older.replay_url == "sqlite:////tmp/r.sqlite3"
+    both = {"CDS_REPLAY_URL": redis_url, "CDS_REPLAY_DATABASE_URL": "sqlite:////tmp/r.sqlite3"}
+    with pytest.raises(SettingsError, match="not both"):
+        Settings.from_env(both)
+    with pytest.raises(SettingsError, match="CDS_REPLAY_URL"):
+        Settings.from_env({"CDS_REPLAY_URL": "memcached://cache.internal"})
