@@ -21,6 +21,7 @@ from benchmarks.tail import (
     SECTION,
     Outcome,
     Plan,
+    Run,
     run,
 )
 
@@ -51,6 +52,17 @@ def targets(outcome: Outcome, load_average: float) -> list[Target]:
         floor = by.get((FLOOR, clients))
         return f"the floor's own p99 {floor.result.p99_ms:.0f} ms" if floor else "no floor"
 
+    def cpu(run: Run | None) -> str:
+        """What queueing alone costs: calls in flight x CPU per call / cores."""
+        if run is None or run.cpu_ms_per_call is None:
+            return ""
+        cores = os.cpu_count() or 1
+        queue = run.clients * run.cpu_ms_per_call / cores
+        return (
+            f"{run.cpu_ms_per_call:.1f} ms CPU per call: {run.clients} calls in flight on "
+            f"{cores} cores queue ~{queue:.0f} ms even on an idle machine; "
+        )
+
     for store in (SQLITE, POSTGRES):
         runs = [by.get((store, c)) for c in CLIENTS]
         if any(r is None for r in runs):
@@ -59,7 +71,7 @@ def targets(outcome: Outcome, load_average: float) -> list[Target]:
         for clients, limit in ((16, 100.0), (64, 300.0)):
             r = by[(store, clients)].result
             met = r.p99_ms <= limit
-            why = "" if met else f"{floor_p99(clients)} at {clients} clients; {busy}"
+            why = "" if met else f"{cpu(by[(store, clients)])}{floor_p99(clients)}; {busy}"
             found.append(
                 Target(
                     f"{store}: p99 at {clients} clients",
@@ -92,7 +104,7 @@ def targets(outcome: Outcome, load_average: float) -> list[Target]:
                     f"{ratio:.2f}× ({service.result.rps:.0f} vs {floor.result.rps:.0f} req/s)",
                     "≥ 0.25×",
                     ratio >= 0.25,
-                    "" if ratio >= 0.25 else "CPU per call (see README Performance); " + busy,
+                    "" if ratio >= 0.25 else _cpu_bound(service, floor) + busy,
                 )
             )
     one, seven = by.get(("FHIR fallback, 1 query", 16)), by.get(("FHIR fallback, 7 queries", 16))
@@ -119,8 +131,22 @@ def targets(outcome: Outcome, load_average: float) -> list[Target]:
             )
         )
     errors = sum(r.result.errors for r in outcome.rows)
-    found.append(Target("errors over all runs", str(errors), "0", errors == 0))
+    where = "; ".join(
+        f"{r.label} at {r.clients}: {r.result.errors}" for r in outcome.rows if r.result.errors
+    )
+    found.append(Target("errors over all runs", str(errors), "0", errors == 0, where))
     return found
+
+
+def _cpu_bound(service: Run, floor: Run) -> str:
+    if service.cpu_ms_per_call and floor.cpu_ms_per_call:
+        bound = floor.cpu_ms_per_call / service.cpu_ms_per_call
+        return (
+            f"CPU per call {service.cpu_ms_per_call:.2f} ms against the floor's "
+            f"{floor.cpu_ms_per_call:.2f} ms: with the cores saturated the ratio is at most "
+            f"{bound:.2f}×; "
+        )
+    return "CPU per call; "
 
 
 def render(
