@@ -350,9 +350,11 @@ def run(plan: Plan, wrk: str | None) -> Outcome:
             CDS_ENVIRONMENT="development",
             CDS_ALLOW_INSECURE_FHIR="on",
             CDS_FHIR_ORIGINS=json.dumps({ISSUER: [fhir.base_url]}),
-            # 16 clients x 7 queries to one origin: above the default 16 in flight per origin
-            # and process, which would fail the extra keys at once ("origin busy").
-            CDS_FHIR_MAX_PER_ORIGIN="64",
+            # 16 clients x (7 + 3 optional) queries to one origin, 80 per worker: above the
+            # default 16 in flight per origin and process (the extra keys fail at once, "origin
+            # busy", and the call is 412) and the 64 fetch threads.
+            CDS_FHIR_MAX_PER_ORIGIN="128",
+            CDS_FHIR_MAX_WORKERS="128",
         )
         with Service(settings, workdir, "fallback") as service:
             for queries, keys in ((1, scenarios.REQUIRED_KEYS[:1]), (7, scenarios.REQUIRED_KEYS)):
