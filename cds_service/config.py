@@ -433,7 +433,9 @@ def database_url_problem(url: str, name: str = "CDS_DATABASE_URL") -> str | None
         parsed = make_url(url)
     except ArgumentError:
         return f"{name} is not a database URL (e.g. sqlite:///var/feedback.sqlite3)"
-    backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
+    # The driver from the URL itself: get_driver_name() loads the dialect, which for an unknown
+    # backend (memcached://…) raises instead of letting us name the problem.
+    backend, driver = parsed.get_backend_name(), parsed.drivername.partition("+")[2]
     if backend == "sqlite":
         if driver not in ("pysqlite", ""):
             return f"{name}: SQLite driver {driver!r} is not supported (use sqlite:///)"

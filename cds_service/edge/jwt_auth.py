@@ -320,7 +320,7 @@ class JwtVerifier:
             prepared = algorithm.prepare_key(cast("AllowedPublicKeys", jwk.key))
             too_short = algorithm.check_key_length(prepared)
             if too_short:
-                raise AuthenticationError(f"key refused: {too_short} ({where})")
+                raise AuthenticationError(f"token refused (InvalidKeyError; {where})")
             signing_input = token.rsplit(".", 1)[0].encode("ascii")
             valid = algorithm.verify(signing_input, prepared, decoded["signature"])
         except (jwt.PyJWTError, ValueError, TypeError) as exc:
