@@ -9,7 +9,7 @@ COPY pyproject.toml README.md LICENSE ./
 COPY cds_service ./cds_service
 RUN python -m venv /opt/venv \
  && /opt/venv/bin/pip install --upgrade pip \
- && /opt/venv/bin/pip install ".[postgres,codes]"
+ && /opt/venv/bin/pip install ".[postgres,redis,codes]"
 
 FROM python:3.11-slim AS runtime
 ENV PATH=/opt/venv/bin:$PATH \

@@ -58,8 +58,10 @@ format: $(VENV)/.test
 check-content: $(RUNTIME)
 	$(BIN)/cds-service check-content
 
+## Issue 14's table (floor, auth off, auth on per replay store; 1/16/64 clients) into
+## var/bench-results.md; nothing is installed; RECORD=1 also writes it into BENCHMARKS.md.
 bench: $(VENV)/.test
-	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks $(if $(RECORD),--record,)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache *.egg-info

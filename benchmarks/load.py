@@ -1,5 +1,5 @@
-"""Drive a server from a separate process: wrk (installed with apt-get if missing) or, failing
-that, a small Python load generator (``python -m benchmarks.load``) with the same output.
+"""Drive a server from a separate process: wrk when installed (never installed from here) or,
+failing that, a small Python load generator (``python -m benchmarks.load``) with the same output.
 
 Both keep ``connections`` requests in flight for ``duration`` seconds over keep-alive loopback
 connections, send the body and a fresh token per request, and report latency percentiles,
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -51,24 +50,19 @@ class LoadResult:
     errors: int
     tokens_exhausted: int
     tool: str
+    max_ms: float = 0.0
 
     @property
     def rps(self) -> float:
         return self.requests / self.seconds if self.seconds else 0.0
 
 
-def ensure_wrk() -> str | None:
-    """The path of wrk, installing Debian's package when missing and allowed (root, apt-get)."""
-    found = shutil.which("wrk")
-    if found or os.environ.get("BENCH_NO_APT") or not shutil.which("apt-get"):
-        return found
-    if os.geteuid() != 0:
-        return None
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
-    if subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], **quiet).returncode != 0:
-        subprocess.run(["apt-get", "update", "-qq"], **quiet, timeout=300)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], **quiet, timeout=300)
+#: What to run when wrk is missing (the benchmark never installs anything itself).
+WRK_HINT = "apt-get install wrk"
+
+
+def find_wrk() -> str | None:
+    """The path of wrk, or None (then the Python generator is used and the report says so)."""
     return shutil.which("wrk")
 
 
@@ -119,6 +113,7 @@ def _run_wrk(spec: LoadSpec, wrk: str) -> LoadResult:
         errors=errors,
         tokens_exhausted=data["tokens_exhausted"],
         tool="wrk",
+        max_ms=data["max_us"] / 1000,
     )
 
 
@@ -214,6 +209,7 @@ def _generate(job: dict) -> dict:
         "seconds": seconds,
         "p50_ms": statistics.median(ordered) * 1000,
         "p99_ms": p99 * 1000,
+        "max_ms": ordered[-1] * 1000,
         "errors": state["errors"],
         "tokens_exhausted": state["exhausted"],
     }

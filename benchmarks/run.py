@@ -1,5 +1,6 @@
-"""``make bench``: the service and a bare Flask baseline under the same gunicorn settings, driven
-from a separate process on loopback; results printed and written to BENCHMARKS.md.
+"""``python -m benchmarks.run``: the service and a bare Flask baseline under the same gunicorn
+settings over patient sizes, driven from a separate process on loopback; results printed and
+written to ``var/bench-sizes.md`` (``--out BENCHMARKS.md`` to record them).
 
 The service runs as in production: ``CDS_ENVIRONMENT=production`` with an https public URL, JWT
 verification on (ES384, the JWK Set served on loopback, one fresh token per request so the
@@ -236,12 +237,12 @@ def targets(rows: list[report.Row], measured: list[inprocess.InProcess]) -> list
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
+    parser.add_argument("--out", type=Path, default=ROOT / "var" / "bench-sizes.md")
     parser.add_argument("--quick", action="store_true", help="short runs (a smoke test)")
     args = parser.parse_args(argv)
     plan = Plan(measure=2.0, warmup=0.5, slow_measure=4.0) if args.quick else Plan()
     started = time.monotonic()
-    wrk = load.ensure_wrk()
+    wrk = load.find_wrk()
     print(f"load generator: {wrk or 'Python (wrk unavailable)'}", flush=True)
     now = datetime.now(UTC)
     requests = {n: bundles.patient_request(n, now) for n in plan.sizes}
@@ -293,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         f"process) answers each query after {FHIR_DELAY * 1000:.0f} ms.",
     ]
     text = report.render(rows, measured, found, settings, time.monotonic() - started)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print()
     for target in found:

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.soak", description=__doc__)
     parser.add_argument("--seconds", type=float, default=60.0, help="soak length (default 60)")
     args = parser.parse_args(argv)
-    wrk = load.ensure_wrk()
+    wrk = load.find_wrk()
     identity = ClientIdentity()
     audience = PUBLIC_URL + scenarios.HOOK_PATH
     with (

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from cds_service.domain.content import Content
     from cds_service.domain.services import ServiceSpec
     from cds_service.edge.feedback_store import FeedbackStore
-    from cds_service.edge.replay_guard import SqlReplayGuard
+    from cds_service.edge.replay_guard import ReplayGuard
 
 log = logging.getLogger("cds_service")
 
@@ -77,18 +77,43 @@ def open_feedback_store(database_url: str) -> FeedbackStore:
     return store
 
 
-def open_replay_guard(database_url: str) -> SqlReplayGuard:
-    """The JWT replay store (its own engine, short waits), or a one-line :class:`StartupError`."""
+def open_replay_guard(database_url: str) -> ReplayGuard:
+    """The JWT replay store (its own engine or client, short waits), or a one-line
+    :class:`StartupError`: SQLite or PostgreSQL (:class:`SqlReplayGuard`), Redis or Valkey."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from cds_service.edge.database import REPLAY_WAIT_SECONDS, make_engine
     from cds_service.edge.replay_guard import SqlReplayGuard
 
+    if database_url.split(":", 1)[0].lower() in REDIS_SCHEMES:
+        return _open_redis_guard(database_url, REPLAY_WAIT_SECONDS)
+    engine = None
     try:
         engine = make_engine(database_url, durable=False, wait_seconds=REPLAY_WAIT_SECONDS)
-        return SqlReplayGuard(engine)
+        return SqlReplayGuard(engine, wait_seconds=REPLAY_WAIT_SECONDS)
     except (OSError, SQLAlchemyError, ImportError) as error:
+        if engine is not None:
+            engine.dispose()
         raise StartupError(f"replay store {_redacted(database_url)}: {_reason(error)}") from None
+
+
+#: URL schemes of a Redis or Valkey replay store (``CDS_REPLAY_URL``).
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _open_redis_guard(url: str, wait_seconds: float) -> ReplayGuard:
+    from urllib.parse import urlsplit
+
+    from cds_service.edge.replay_redis import open_redis_guard
+
+    parts = urlsplit(url)
+    where = f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}"
+    try:
+        return open_redis_guard(url, wait_seconds)
+    except ImportError as error:
+        raise StartupError(f"replay store {where}: {error}") from None
+    except Exception as error:  # redis' own errors (unreachable, refused, bad password)
+        raise StartupError(f"replay store {where}: {_reason(error)}") from None
 
 
 def _redacted(database_url: str) -> str:

@@ -162,7 +162,7 @@ class Settings:
         """
         env = dict(os.environ if environ is None else environ)
         problems: list[str] = []
-        known = {f"CDS_{f.name.upper()}" for f in fields(cls)}
+        known = {f"CDS_{f.name.upper()}" for f in fields(cls)} | {"CDS_REPLAY_URL"}
         unknown = sorted(k for k in env if k.startswith("CDS_") and k not in known)
         if unknown:
             problems.append(f"unknown setting(s): {', '.join(unknown)}")
@@ -175,7 +175,7 @@ class Settings:
         settings = cls(
             environment=environment,
             database_url=read.database_url("CDS_DATABASE_URL") or default_database_url(),
-            replay_database_url=read.database_url("CDS_REPLAY_DATABASE_URL"),
+            replay_database_url=read.replay_url("CDS_REPLAY_URL", "CDS_REPLAY_DATABASE_URL"),
             content_dir=read.directory("CDS_CONTENT_DIR", DEFAULT_CONTENT_DIR),
             public_url=read.url("CDS_PUBLIC_URL"),
             auth=read.flag("CDS_AUTH", production),
@@ -357,6 +357,23 @@ class _Reader:
             self.problems.append(problem)
         return raw
 
+    def replay_url(self, name: str, older_name: str) -> str | None:
+        """The replay store: a database URL as above, or Redis/Valkey (``redis://``, ``rediss://``,
+        ``unix://``) when its driver is installed; ``older_name`` is still read."""
+        if self._raw(name) is not None and self._raw(older_name) is not None:
+            self.problems.append(f"set {name} or {older_name} (its older name), not both")
+        if self._raw(name) is None:
+            return self.database_url(older_name)
+        raw = self._raw(name) or ""
+        if raw.split(":", 1)[0].lower() not in ("redis", "rediss", "unix"):
+            return self.database_url(name)
+        if importlib.util.find_spec("redis") is None:
+            self.problems.append(
+                f"{name} names Redis but its driver is not installed: "
+                "pip install 'footdrop-cds[redis]'"
+            )
+        return raw
+
     def issuers(self, name: str) -> dict[str, str]:
         raw = self._raw(name)
         if raw is None:
@@ -461,7 +478,9 @@ def database_url_problem(url: str, name: str = "CDS_DATABASE_URL") -> str | None
         parsed = make_url(url)
     except ArgumentError:
         return f"{name} is not a database URL (e.g. sqlite:///var/feedback.sqlite3)"
-    backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
+    # The driver from the URL itself: get_driver_name() loads the dialect, which for an unknown
+    # backend (memcached://…) raises instead of letting us name the problem.
+    backend, driver = parsed.get_backend_name(), parsed.drivername.partition("+")[2]
     if backend == "sqlite":
         if driver not in ("pysqlite", ""):
             return f"{name}: SQLite driver {driver!r} is not supported (use sqlite:///)"

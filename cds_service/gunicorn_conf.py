@@ -60,7 +60,8 @@ def on_starting(server: object) -> None:
 
 
 def post_worker_init(worker: object) -> None:
-    """Say where to click next once every worker has booted (see cds_service.ready).
+    """A socket of this worker's own behind ``cds-service serve`` (nginx balances over them);
+    then say where to click next once every worker has booted (see cds_service.ready).
 
     Behind nginx, ``cds-service serve`` prints that line itself once nginx answers and every
     worker has left its mark; alone, the worker that completes the first batch prints it.
@@ -74,7 +75,9 @@ def post_worker_init(worker: object) -> None:
         mark_worker_ready,
         ready_line,
     )
+    from cds_service.worker_sockets import adopt_slot
 
+    adopt_slot(worker)
     if mark_worker_ready(os.getpid()):
         return
     cfg = getattr(worker, "cfg", None)

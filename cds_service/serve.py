@@ -45,6 +45,8 @@ from cds_service.proxy import (
     render_nginx_conf,
 )
 from cds_service.ready import READY_DIR_VARIABLE, Announcer, browsable_base, ready_line
+from cds_service.worker_sockets import ENV as WORKER_SOCKETS_ENV
+from cds_service.worker_sockets import slot_paths
 
 APP = "cds_service:create_app()"
 SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD}
@@ -113,9 +115,12 @@ def _serve_behind_nginx(
     conf = runtime_dir / "nginx.conf"
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     connections, open_files = _raise_open_files_limit()
+    workers = _gunicorn_workers()
+    slots = slot_paths(runtime_dir, workers)
     layout = NginxLayout(
         listen=listen_address(host, port),
-        upstreams=[f"unix:{sock}"],
+        # One socket per worker, balanced by nginx; the shared one only if none answers.
+        upstreams=[*(f"unix:{slot} max_fails=0" for slot in slots), f"unix:{sock} backup"],
         runtime_dir=runtime_dir,
         worker_processes=max(1, min(MAX_WORKER_PROCESSES, cpus or 1)),
         worker_connections=connections,
@@ -134,20 +139,21 @@ def _serve_behind_nginx(
     line = ready_line(base, landing_page=not settings.is_production)
     ready_dir = runtime_dir / "ready"
     ready_dir.mkdir()
-    announcer = Announcer(base, line, _say, ready_dir, _worker_count())
-    supervisor = Supervisor(gunicorn, nginx_command, sock, announcer)
-    supervisor.env["gunicorn"] = {**os.environ, READY_DIR_VARIABLE: str(ready_dir)}
+    announcer = Announcer(base, line, _say, ready_dir, workers)
+    supervisor = Supervisor(gunicorn, nginx_command, sock, slots=slots, announcer=announcer)
+    supervisor.env["gunicorn"] = {
+        **os.environ,
+        READY_DIR_VARIABLE: str(ready_dir),
+        WORKER_SOCKETS_ENV: f"{runtime_dir}:{workers}",
+    }
     return supervisor.run()
 
 
-def _worker_count() -> int:
-    """The workers gunicorn will start (its shared config), for the ready line's wait."""
-    try:
-        from cds_service import gunicorn_conf
+def _gunicorn_workers() -> int:
+    """How many workers gunicorn will start (its config, as gunicorn reads it)."""
+    from cds_service import gunicorn_conf
 
-        return int(gunicorn_conf.workers)
-    except (ValueError, TypeError, AttributeError):
-        return 1
+    return int(gunicorn_conf.workers)
 
 
 def _say(line: str) -> None:
@@ -236,10 +242,17 @@ class Supervisor:
     """gunicorn on its socket, then nginx; signals forwarded; both stopped when either exits."""
 
     def __init__(
-        self, gunicorn: list[str], nginx: list[str], sock: Path, announcer: Announcer | None = None
+        self,
+        gunicorn: list[str],
+        nginx: list[str],
+        sock: Path,
+        *,
+        slots: list[Path] | None = None,
+        announcer: Announcer | None = None,
     ) -> None:
         self.commands = {"gunicorn": gunicorn, "nginx": nginx}
         self.sock = sock
+        self.slots = slots or []  # every worker's own socket (nginx balances over them)
         self.announcer = announcer  # prints where to click once the service answers
         self.env: dict[str, dict[str, str]] = {}  # a child's environment, when not ours
         self.children: dict[str, subprocess.Popen[bytes]] = {}
@@ -263,7 +276,8 @@ class Supervisor:
     def _run(self) -> int:
         self._start("gunicorn")
         deadline = time.monotonic() + START_SECONDS
-        while not self.sock.exists():
+        # The shared socket, then every worker's own (nginx would log each miss otherwise).
+        while not (self.sock.exists() and all(slot.exists() for slot in self.slots)):
             if "gunicorn" in self.exit_codes:  # the master's check printed its one line
                 return self.exit_codes["gunicorn"]
             if time.monotonic() > deadline:

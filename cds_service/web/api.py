@@ -16,6 +16,7 @@ from cds_service.edge.database import StoreUnavailableError
 from cds_service.edge.jwt_auth import AuthenticationError
 from cds_service.web.body import read_json_object
 from cds_service.web.errors import ApiError
+from cds_service.web.jsonout import compact_json, json_response
 from cds_service.web.runtime import Runtime
 
 bp = Blueprint("cds", __name__)
@@ -66,7 +67,7 @@ def _authenticate() -> None:
 
 @bp.get("/cds-services")
 def discovery() -> Response:
-    return jsonify({"services": [spec.discovery_entry() for spec in runtime().services]})
+    return json_response(runtime().discovery_json)
 
 
 @bp.post("/cds-services/<service_id>")
@@ -95,7 +96,7 @@ def call_service(service_id: str) -> Response:
         "fetched_keys": outcome.fetched_keys,
         "fetch_failures": sorted(outcome.fetch_failures),
     }
-    return jsonify(outcome.body)
+    return json_response(compact_json(outcome.body))
 
 
 def _check_hook_name(document: dict[str, Any]) -> None:
@@ -182,7 +183,7 @@ def healthz() -> Response:
 
 @bp.get("/openapi.json")
 def openapi() -> Response:
-    return jsonify(runtime().openapi)
+    return json_response(runtime().openapi_json)
 
 
 @bp.after_app_request
