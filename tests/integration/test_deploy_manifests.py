@@ -70,8 +70,9 @@ def example_env() -> dict[str, str]:
             name, _, value = line.partition("=")
             quoted = len(value) >= 2 and value[0] == value[-1] == "'"
             env[name] = value[1:-1] if quoted else value  # single quotes: literal
-    assert env["POSTGRES_PASSWORD"] == "", "the example must not carry a password"
+    assert env["POSTGRES_PASSWORD"] == env["CDS_APP_SECRET"] == "", "the example holds no secret"
     env["POSTGRES_PASSWORD"] = "0123456789abcdef"
+    env["CDS_APP_SECRET"] = "a" * 64
     return env
 
 
@@ -265,14 +266,19 @@ def test_k8s_invariants() -> None:
     config = objects["ConfigMap"]["data"]
     assert "CDS_DATABASE_URL" not in config
     for each in [container, *pod["spec"]["initContainers"]]:
-        (url,) = [e for e in each["env"] if e["name"] == "CDS_DATABASE_URL"]
-        reference = url["valueFrom"]["secretKeyRef"]
-        assert reference["name"] == secret["metadata"]["name"]
-        assert reference["key"] in secret["stringData"]
+        for name in ("CDS_DATABASE_URL", "CDS_APP_SECRET"):
+            (entry,) = [e for e in each["env"] if e["name"] == name]
+            reference = entry["valueFrom"]["secretKeyRef"]
+            assert reference["name"] == secret["metadata"]["name"]
+            assert reference["key"] in secret["stringData"]
         assert each["envFrom"] == [
             {"configMapRef": {"name": objects["ConfigMap"]["metadata"]["name"]}}
         ]
-    env = {**config, "CDS_DATABASE_URL": secret["stringData"]["url"]}
+    env = {
+        **config,
+        "CDS_DATABASE_URL": secret["stringData"]["url"],
+        "CDS_APP_SECRET": secret["stringData"]["app-secret"],
+    }
     assert Settings.from_env(env).is_production
     assert "CHANGE-ME" in secret["stringData"]["url"], "the example Secret holds a placeholder"
 
