@@ -163,3 +163,29 @@ def test_served_card_carries_the_smart_link_from_cds_public_url(settings, clock)
     (link,) = body["cards"][0]["links"]
     assert link["url"] == "https://cds.example.org/app/launch" and link["type"] == "smart"
     assert json.loads(link["appContext"])["trigger"] == "Condition/pv01-cond-footdrop"
+
+
+def test_served_card_without_cds_public_url_links_the_host_called(settings, clock) -> None:
+    """Outside production with CDS_PUBLIC_URL unset, the link names the host the client called
+    (as the JWT audience does), so the development preview and the sandbox show the app too."""
+    import requests
+
+    from cds_service import create_app
+    from tests.conftest import FOOTDROP, LiveServer, dispose, with_settings
+
+    fixture = load_fixture(PATIENT_VIEW_FIXTURES[0])
+    clock.set(fixture["evalTime"])
+    application = create_app(with_settings(settings, public_url=None), clock=clock)
+    try:
+        with LiveServer(application) as server:
+            response = requests.post(
+                f"{server.url}/cds-services/{FOOTDROP}", json=fixture["request"], timeout=10
+            )
+            preview = requests.get(
+                f"{server.url}/?demo=foot-drop-after-gluteal-injection", timeout=30
+            )
+    finally:
+        dispose(application)
+    (link,) = response.json()["cards"][0]["links"]
+    assert link["url"] == f"{server.url}/app/launch" and link["type"] == "smart"
+    assert f"{server.url}/app/launch" in preview.text  # the preview calls the hook as its client

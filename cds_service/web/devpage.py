@@ -80,9 +80,10 @@ def docs() -> str:
 def _run(demo: DemoPatient) -> dict[str, Any]:
     """POST the demo's request to the service's own endpoint, in-process, in a fresh app context
     (so nothing the hook call keeps in ``g`` leaks into this page's request)."""
+    base_url = request.host_url  # as if the page's client called: the card's links name it
     with current_app.app_context():
         response = current_app.test_client().post(
-            f"/cds-services/{demo.service_id}", json=demo.request
+            f"/cds-services/{demo.service_id}", json=demo.request, base_url=base_url
         )
     body = response.get_json(silent=True)
     return {

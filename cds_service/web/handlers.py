@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
+
+from flask import has_request_context
+from flask import request as http_request
 
 from cds_service.config import Settings
 from cds_service.domain.engine import Evaluation, Policy, evaluate_patient_view
@@ -22,7 +26,8 @@ def policy_for(settings: Settings) -> Policy:
     """The engine's local policy from the settings (also used by ``cds-service call --explain``).
 
     The card's SMART link (R9a) points at ``CDS_PUBLIC_URL`` + ``/app/launch``; without a public
-    URL there is no link to the app.
+    URL there is no link to the app here (a served call outside production takes the host it was
+    called on, as the JWT audience does: see ``build_handlers``).
     """
     return Policy(
         order_intent=settings.order_intent,
@@ -38,12 +43,18 @@ def policy_for(settings: Settings) -> Policy:
 def build_handlers(content: Any, settings: Settings) -> dict[str, Handler]:
     """Handlers by service id; discovery (services.yaml) names which ids exist."""
     policy = policy_for(settings)
+    # Outside production CDS_PUBLIC_URL may be unset: the link then names the host the client
+    # called (the development preview and the sandbox show it too). Production requires the URL.
+    host_linked = policy.app_launch_url is None and not settings.is_production
 
     def patient_view(
         request: HookRequest, resources: Sequence[Mapping[str, Any]], now: datetime
     ) -> Evaluation:
+        local = policy
+        if host_linked and has_request_context():
+            local = replace(policy, app_launch_url=f"{http_request.host_url}app/launch")
         return evaluate_patient_view(
-            request.context, resources, content, now, request.hook_instance, policy
+            request.context, resources, content, now, request.hook_instance, local
         )
 
     def prevention(mode: str) -> Handler:
