@@ -116,6 +116,7 @@ def create_app(
     from cds_service.web.errors import register_error_handlers
     from cds_service.web.handlers import build_handlers
     from cds_service.web.hooks import HookRunner
+    from cds_service.web.metrics_view import bp as metrics_bp
     from cds_service.web.openapi import build_openapi
     from cds_service.web.runtime import Runtime
 
@@ -173,6 +174,7 @@ def create_app(
     app.json.compact = True  # type: ignore[attr-defined]
     app.extensions["cds_runtime"] = runtime
     app.register_blueprint(bp)
+    app.register_blueprint(metrics_bp)
     register_error_handlers(app)
     CORS(
         app,
@@ -191,6 +193,6 @@ def create_app(
         )
     log.info(
         "started",
-        extra={"event": "startup", "count": len(services)},
+        extra={"event": "startup", "count": len(services), "version": __version__},
     )
     return app

@@ -70,6 +70,9 @@ class Settings:
     proxy: str = "auto"
     nginx: str = "nginx"
     client_timeout_seconds: float = 10.0
+    #: ``/metrics``: off (404), open, or token (``Authorization: Bearer $CDS_METRICS_TOKEN``).
+    metrics: str = "open"
+    metrics_token: str | None = field(default=None, repr=False)
 
     @property
     def replay_url(self) -> str:
@@ -101,6 +104,8 @@ class Settings:
             problems.append("CDS_ALLOW_INSECURE_FHIR=on: FHIR servers over plain http are accepted")
         if self.database_url.startswith("sqlite"):
             problems.append("CDS_DATABASE_URL is SQLite: fine for one host, not for a cluster")
+        if self.metrics == "open" and self.is_production:
+            problems.append("CDS_METRICS=open: anyone who can reach the service can read /metrics")
         if self.public_url is None and self.auth:
             problems.append(
                 "CDS_AUTH=on without CDS_PUBLIC_URL: the JWT audience is taken from the request's "
@@ -185,7 +190,13 @@ class Settings:
             proxy=read.choice("CDS_PROXY", "auto", ("auto", "nginx", "off")),
             nginx=read.text("CDS_NGINX", "nginx"),
             client_timeout_seconds=read.seconds("CDS_CLIENT_TIMEOUT_SECONDS", 10.0),
+            metrics=read.choice(
+                "CDS_METRICS", "off" if production else "open", ("off", "open", "token")
+            ),
+            metrics_token=read.text("CDS_METRICS_TOKEN", "") or None,
         )
+        if settings.metrics == "token" and len(settings.metrics_token or "") < 16:
+            problems.append("CDS_METRICS=token needs CDS_METRICS_TOKEN (16 characters or more)")
         if settings.auth:
             problems.extend(settings.jwt_problems())
         problems.extend(settings.production_problems())

@@ -42,6 +42,15 @@ INTEGRATION_FIXTURES = frozenset(
 INTEGRATION_IMPORTS = {"test_fuzz_openapi.py": "schemathesis"}
 
 
+@pytest.fixture(autouse=True)
+def _logs_written_within_the_test() -> Iterator[None]:
+    """Log lines are written by a background thread: each test's lines land in its own capture."""
+    yield
+    from cds_service.logs import flush_logging
+
+    flush_logging()
+
+
 def excludes_integration(config: pytest.Config) -> bool:
     """Whether the run's ``-m`` expression leaves integration tests out."""
     return re.search(r"\bnot\s+integration\b", config.getoption("markexpr") or "") is not None
