@@ -137,11 +137,16 @@ class Settings:
         return refused
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, *, serving: bool = True
+    ) -> Settings:
         """Build settings from ``CDS_*`` variables, checking everything that needs no network.
 
         Every problem is collected and reported in one :class:`SettingsError` (one line), so an
-        operator fixes them all in one go; unknown ``CDS_*`` names are an error.
+        operator fixes them all in one go; unknown ``CDS_*`` names are an error. ``serving``
+        False (``check-content``, ``feedback-report``): malformed values are still errors, but
+        what only serving needs (production's issuers, public URL, CORS list) is not demanded,
+        so those commands run in a production image without its secrets.
         """
         env = dict(os.environ if environ is None else environ)
         problems: list[str] = []
@@ -195,11 +200,12 @@ class Settings:
             ),
             metrics_token=read.text("CDS_METRICS_TOKEN", "") or None,
         )
-        if settings.metrics == "token" and len(settings.metrics_token or "") < 16:
+        if serving and settings.metrics == "token" and len(settings.metrics_token or "") < 16:
             problems.append("CDS_METRICS=token needs CDS_METRICS_TOKEN (16 characters or more)")
-        if settings.auth:
+        if settings.auth and (serving or settings.jwt_issuers):
             problems.extend(settings.jwt_problems())
-        problems.extend(settings.production_problems())
+        if serving:
+            problems.extend(settings.production_problems())
         if problems:
             raise SettingsError("; ".join(problems))
         return settings
