@@ -123,11 +123,13 @@ def configure_logging(level: str) -> None:
     with _pipeline.lock:
         if _pipeline.pid == os.getpid() and _pipeline.listener is not None:
             return
-        if _pipeline.handler is not None:
-            logger.removeHandler(_pipeline.handler)
+        for old in list(logger.handlers):
+            if old is _pipeline.handler or getattr(old, "_cds_direct", False):
+                logger.removeHandler(old)
         records: queue.SimpleQueue[Any] = queue.SimpleQueue()
         output = logging.StreamHandler(sys.stderr)
         output.setFormatter(JsonFormatter())
+        output._cds_direct = True  # type: ignore[attr-defined]
         handler = _QueueHandler(records)
         listener = _Listener(records, output, respect_handler_level=False)
         listener.start()
@@ -147,8 +149,12 @@ def stop_logging() -> None:
         _pipeline.pid = None
         handler = _pipeline.handler
         _pipeline.handler = None
+    logger = logging.getLogger("cds_service")
+    # Lines logged after this (a worker's last clean-up) are written directly, in the same format.
+    for output in listener.handlers:
+        logger.addHandler(output)
     if handler is not None:
-        logging.getLogger("cds_service").removeHandler(handler)
+        logger.removeHandler(handler)
     listener.stop()  # enqueues a sentinel and joins: everything before it is written
     for output in listener.handlers:
         with contextlib.suppress(ValueError, OSError):  # stderr already closed
