@@ -4,6 +4,7 @@ gthread workers keep answering while a hook waits on an EHR's FHIR server (measu
 fall to ~38 req/s when each hook waits 50 ms; gthread with 8-16 threads holds 170-460 req/s).
 """
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -19,6 +20,7 @@ def _metrics_dir() -> str:
     there. An operator's PROMETHEUS_MULTIPROC_DIR is emptied at start (a previous run's files
     would be summed in); without one, a 0700 temporary directory is made and removed at exit.
     A configuration reload (SIGHUP) in the same master keeps the directory and its values.
+    (A master killed with SIGKILL leaves its empty-ish directory under $TMPDIR behind.)
     """
     owner = os.environ.get("FOOTDROP_METRICS_OWNER")
     chosen = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
@@ -30,10 +32,17 @@ def _metrics_dir() -> str:
             stale.unlink(missing_ok=True)
     else:
         chosen = tempfile.mkdtemp(prefix="footdrop-cds-metrics-")
-        os.environ["FOOTDROP_METRICS_MADE"] = chosen
+        # Removed when this master exits, also after a refused start (SystemExit in on_starting);
+        # forked workers inherit the hook, and the pid check keeps them from running it.
+        atexit.register(_remove_made_dir, chosen, os.getpid())
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = chosen
     os.environ["FOOTDROP_METRICS_OWNER"] = str(os.getpid())
     return chosen
+
+
+def _remove_made_dir(path: str, master: int) -> None:
+    if os.getpid() == master:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 _metrics_dir()
@@ -107,10 +116,3 @@ def child_exit(server: object, worker: object) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]
-
-
-def on_exit(server: object) -> None:
-    """Remove the metrics directory this master made (an operator's own is left in place)."""
-    made = os.environ.get("FOOTDROP_METRICS_MADE")
-    if made and made == os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        shutil.rmtree(made, ignore_errors=True)

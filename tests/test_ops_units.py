@@ -236,3 +236,32 @@ def test_debug_level_adds_prefetch_and_outcome_detail_without_phi(settings, cloc
     text = JsonFormatter().format(line)
     patient = request["context"]["patientId"]
     assert patient not in text
+
+
+def test_a_refused_start_leaves_no_metrics_directory(tmp_path: Path):
+    """The master's private metrics directory is removed even when its start-up check refuses."""
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "TMPDIR": str(tmp_path),
+        "CDS_ENVIRONMENT": "nonsense",
+        "PORT": "0",
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            "python:cds_service.gunicorn_conf",
+            "cds_service:create_app()",
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "CDS_ENVIRONMENT must be" in done.stderr
+    assert not list(tmp_path.glob("footdrop-cds-metrics-*"))
