@@ -129,6 +129,8 @@ def _serve_behind_nginx(
         # defaults to one path in $HOME shared by every instance; here it is this instance's own.
         extra += ["--control-socket", str(runtime_dir / "gunicorn.ctl")]
     gunicorn = gunicorn_command(*extra)
+    # Metrics files in the runtime directory: removed with it even if gunicorn is killed.
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(runtime_dir / "metrics"))
     return Supervisor(gunicorn, nginx_command, sock).run()
 
 
