@@ -85,6 +85,19 @@ class _QueueHandler(logging.handlers.QueueHandler):
         return copy
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when the line is written (it may have been replaced
+    since start-up: a redirect, a test's capture), never to a stream closed in the meantime."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 class _Listener(logging.handlers.QueueListener):
     """The writer thread; a flush marker (see :func:`flush_logging`) is answered, not written."""
 
@@ -93,7 +106,9 @@ class _Listener(logging.handlers.QueueListener):
         if isinstance(marker, threading.Event):
             marker.set()
             return
-        super().handle(record)
+        # A failure here has nowhere left to be reported; the writer thread must live on.
+        with contextlib.suppress(Exception):
+            super().handle(record)
 
 
 class _Pipeline:
@@ -127,7 +142,7 @@ def configure_logging(level: str) -> None:
             if old is _pipeline.handler or getattr(old, "_cds_direct", False):
                 logger.removeHandler(old)
         records: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        output = logging.StreamHandler(sys.stderr)
+        output = _StderrHandler()
         output.setFormatter(JsonFormatter())
         output._cds_direct = True  # type: ignore[attr-defined]
         handler = _QueueHandler(records)
