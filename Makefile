@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PORT   ?= 8080
 AXE_VERSION := 4.14.1
 
-.PHONY: serve test test-unit fuzz lint format bench soak check-content clean
+.PHONY: serve test test-unit fuzz lint format bench soak check-content lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,13 @@ lint: $(VENV)/.test
 format: $(VENV)/.test
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+## Regenerate requirements.lock (pinned, hashed runtime + postgres + redis + codes deps) from pyproject.toml.
+lock: | $(BIN)/python
+	$(BIN)/pip install --quiet 'uv>=0.9'
+	$(BIN)/uv pip compile pyproject.toml --extra postgres --extra redis --extra codes --universal \
+	  --python-version 3.11 --generate-hashes --custom-compile-command 'make lock' \
+	  -o requirements.lock
 
 check-content: $(RUNTIME)
 	$(BIN)/cds-service check-content

@@ -141,6 +141,7 @@ def create_app(
     from cds_service.web.errors import register_error_handlers
     from cds_service.web.handlers import build_handlers
     from cds_service.web.hooks import HookRunner
+    from cds_service.web.metrics_view import bp as metrics_bp
     from cds_service.web.openapi import build_openapi
     from cds_service.web.runtime import Runtime
 
@@ -200,6 +201,7 @@ def create_app(
     app.json.compact = True  # type: ignore[attr-defined]
     app.extensions["cds_runtime"] = runtime
     app.register_blueprint(bp)
+    app.register_blueprint(metrics_bp)
     if not settings.is_production:  # the development page and card preview; "/" 404s otherwise
         app.register_blueprint(devpage)
     register_error_handlers(app)
@@ -227,6 +229,6 @@ def create_app(
         runtime.verifier.start()  # fetch the JWK Sets now, in the background
     log.info(
         "started",
-        extra={"event": "startup", "count": len(services)},
+        extra={"event": "startup", "count": len(services), "version": __version__},
     )
     return app

@@ -55,7 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     check.add_argument("directory", type=Path, nargs="?", help="default: CDS_CONTENT_DIR")
 
-    commands.add_parser("feedback-report", help="acceptance and override counts")
+    report = commands.add_parser(
+        "feedback-report",
+        help="acceptance and override rates by card kind and suggestion, override reasons",
+    )
+    report.add_argument("--html", type=Path, help="also write a self-contained HTML page here")
     demo_cli.add_parser(commands)
     commands.add_parser(
         "init-db", help="create the feedback and replay tables, then exit (a one-shot migration)"
@@ -63,21 +67,23 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     try:
-        settings = Settings.from_env()
-        if args.command == "serve":
-            return _serve(settings, args)
-        if args.command == "call":
-            return _call(settings, args)
         if args.command == "demo-data":
             return demo_cli.run(args)
+        # check-content, feedback-report and init-db run in a production image without the
+        # secrets only serving needs (issuers, public URL, CORS list, app secret).
+        settings = Settings.from_env(serving=args.command in ("serve", "call"))
         if args.command == "check-content":
             return _check_content(args.directory or settings.content_dir)
+        if args.command == "feedback-report":
+            return _feedback_report(settings, args)
         if args.command == "init-db":
             from cds_service.migrate import init_schema
 
             print("\n".join(init_schema(settings)))
             return 0
-        return _feedback_report(settings)
+        if args.command == "serve":
+            return _serve(settings, args)
+        return _call(settings, args)
     except OperatorError as error:
         print(f"cds-service: {error}", file=sys.stderr)
         return 2
@@ -182,27 +188,32 @@ def _check_content(directory: Path) -> int:
     return 1 if report.problems else 0
 
 
-def _feedback_report(settings: Settings) -> int:
-    from cds_service import open_feedback_store
+def _feedback_report(settings: Settings, args: argparse.Namespace) -> int:
+    from cds_service import __version__, load_content_and_services, open_feedback_store
     from cds_service.edge.database import StoreUnavailableError
+    from cds_service.feedback_html import render_html
+    from cds_service.feedback_report import build_report, names_from, render_text
 
+    content, _ = load_content_and_services(settings.content_dir)
     store = open_feedback_store(settings.database_url)
     try:
-        rows = store.report()
+        items = store.latest_items()
     except StoreUnavailableError as error:
         print(f"cds-service feedback-report: {error}", file=sys.stderr)
         return 1
     finally:
         store.dispose()
-    if not rows:
-        print("no feedback yet")
-        return 0
-    print(f"{'service':<28} {'card':<38} {'suggestion':<38} {'accepted':>8} {'overridden':>10}")
-    for row in rows:
-        print(
-            f"{row.service_id:<28} {row.card_uuid or '(all cards)':<38} "
-            f"{row.suggestion_uuid or '-':<38} {row.accepted:>8} {row.overridden:>10}"
-        )
+    report = build_report(items, names_from(content))
+    print(render_text(report), end="")
+    if args.html is not None:
+        page = render_html(report, version=__version__, generated=datetime.now(UTC))
+        try:
+            args.html.write_text(page, encoding="utf-8")
+        except OSError as error:
+            raise OperatorError(
+                f"feedback-report: cannot write {args.html}: {error.strerror}"
+            ) from None
+        print(f"wrote {args.html}")
     return 0
 
 

@@ -81,6 +81,9 @@ class Settings:
     app_session_seconds: int = 3600
     #: Encrypts and signs the app's session cookie; unset outside production: var/app-secret.
     app_secret: str = ""
+    #: ``/metrics``: off (404), open, or token (``Authorization: Bearer $CDS_METRICS_TOKEN``).
+    metrics: str = "open"
+    metrics_token: str | None = field(default=None, repr=False)
 
     @property
     def replay_url(self) -> str:
@@ -112,6 +115,8 @@ class Settings:
             problems.append("CDS_ALLOW_INSECURE_FHIR=on: FHIR servers over plain http are accepted")
         if self.database_url.startswith("sqlite"):
             problems.append("CDS_DATABASE_URL is SQLite: fine for one host, not for a cluster")
+        if self.metrics == "open" and self.is_production:
+            problems.append("CDS_METRICS=open: anyone who can reach the service can read /metrics")
         if self.public_url is None and self.auth:
             problems.append(
                 "CDS_AUTH=on without CDS_PUBLIC_URL: the JWT audience is taken from the request's "
@@ -154,11 +159,16 @@ class Settings:
         return problems
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, *, serving: bool = True
+    ) -> Settings:
         """Build settings from ``CDS_*`` variables, checking everything that needs no network.
 
         Every problem is collected and reported in one :class:`SettingsError` (one line), so an
-        operator fixes them all in one go; unknown ``CDS_*`` names are an error.
+        operator fixes them all in one go; unknown ``CDS_*`` names are an error. ``serving``
+        False (``check-content``, ``feedback-report``): malformed values are still errors, but
+        what only serving needs (production's issuers, public URL, CORS list) is not demanded,
+        so those commands run in a production image without its secrets.
         """
         env = dict(os.environ if environ is None else environ)
         problems: list[str] = []
@@ -217,12 +227,19 @@ class Settings:
             app_frame_ancestors=read.csv("CDS_APP_FRAME_ANCESTORS", ("'self'",)),
             app_session_seconds=read.integer("CDS_APP_SESSION_SECONDS", 3600, 60, 86400),
             app_secret=read.text("CDS_APP_SECRET", ""),
+            metrics=read.choice(
+                "CDS_METRICS", "off" if production else "open", ("off", "open", "token")
+            ),
+            metrics_token=read.text("CDS_METRICS_TOKEN", "") or None,
         )
         if not production:
             problems.extend(settings.app_problems())
-        if settings.auth:
+        if serving and settings.metrics == "token" and len(settings.metrics_token or "") < 16:
+            problems.append("CDS_METRICS=token needs CDS_METRICS_TOKEN (16 characters or more)")
+        if settings.auth and (serving or settings.jwt_issuers):
             problems.extend(settings.jwt_problems())
-        problems.extend(settings.production_problems())
+        if serving:
+            problems.extend(settings.production_problems())
         if problems:
             raise SettingsError("; ".join(problems))
         return settings

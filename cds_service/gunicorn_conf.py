@@ -4,8 +4,48 @@ gthread workers keep answering while a hook waits on an EHR's FHIR server (measu
 fall to ~38 req/s when each hook waits 50 ms; gthread with 8-16 threads holds 170-460 req/s).
 """
 
-import multiprocessing
+import atexit
 import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from cds_service.cpus import cpus_available
+
+
+def _metrics_dir() -> str:
+    """prometheus-client's multiprocess directory: fresh and private for each run of the master.
+
+    Set here, in the master, before any app module is imported, so every worker writes its values
+    there. An operator's PROMETHEUS_MULTIPROC_DIR is emptied at start (a previous run's files
+    would be summed in); without one, a 0700 temporary directory is made and removed at exit.
+    A configuration reload (SIGHUP) in the same master keeps the directory and its values.
+    (A master killed with SIGKILL leaves its empty-ish directory under $TMPDIR behind.)
+    """
+    owner = os.environ.get("FOOTDROP_METRICS_OWNER")
+    chosen = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if chosen and owner == str(os.getpid()):
+        return chosen
+    if chosen:
+        Path(chosen).mkdir(parents=True, exist_ok=True)
+        for stale in Path(chosen).glob("*.db"):
+            stale.unlink(missing_ok=True)
+    else:
+        chosen = tempfile.mkdtemp(prefix="footdrop-cds-metrics-")
+        # Removed when this master exits, also after a refused start (SystemExit in on_starting);
+        # forked workers inherit the hook, and the pid check keeps them from running it.
+        atexit.register(_remove_made_dir, chosen, os.getpid())
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = chosen
+    os.environ["FOOTDROP_METRICS_OWNER"] = str(os.getpid())
+    return chosen
+
+
+def _remove_made_dir(path: str, master: int) -> None:
+    if os.getpid() == master:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+_metrics_dir()
 
 # gunicorn's runtime control socket defaults to one path in $HOME shared by every instance on the
 # host; the service is managed by signals and its orchestrator, so it is off.
@@ -14,13 +54,18 @@ preload_app = False  # each worker builds its own app: no database or thread poo
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8080')}"
 worker_class = "gthread"
-workers = int(os.environ.get("WEB_CONCURRENCY", max(2, multiprocessing.cpu_count())))
+# The CPUs this process may use (affinity and the cgroup v2 quota of a container), not the host's;
+# WEB_CONCURRENCY wins when set.
+workers = int(os.environ.get("WEB_CONCURRENCY", max(2, cpus_available())))
 threads = int(os.environ.get("GUNICORN_THREADS", "12"))
 timeout = 30
 graceful_timeout = 20
 keepalive = 5
-# The app logs one JSON line per request itself (without PHI); gunicorn's access log would add URLs.
-accesslog = None
+# The app logs one JSON line per request itself (without PHI). gunicorn's own lines are JSON too
+# (cds_service.gunicorn_logging); its access log (path without query string) is off unless
+# GUNICORN_ACCESS_LOG names a file or "-".
+logger_class = "cds_service.gunicorn_logging.JsonLogger"
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
 # Header and request-line limits: a CDS call carries large bodies, never large headers.
@@ -93,3 +138,17 @@ def post_worker_init(worker: object) -> None:
         int(getattr(worker, "age", 0)),
         lambda text: print(text, file=sys.stderr, flush=True),
     )
+
+
+def worker_exit(server: object, worker: object) -> None:
+    """In the worker, as it exits: write every queued log line before the process ends."""
+    from cds_service.logs import stop_logging
+
+    stop_logging()
+
+
+def child_exit(server: object, worker: object) -> None:
+    """In the master: a dead worker's live gauges leave the sums (its counters stay counted)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]

@@ -145,6 +145,10 @@ def _serve_behind_nginx(
         **os.environ,
         READY_DIR_VARIABLE: str(ready_dir),
         WORKER_SOCKETS_ENV: f"{runtime_dir}:{workers}",
+        # Metrics files in the runtime directory: removed with it even if gunicorn is killed.
+        "PROMETHEUS_MULTIPROC_DIR": os.environ.get(
+            "PROMETHEUS_MULTIPROC_DIR", str(runtime_dir / "metrics")
+        ),
     }
     return supervisor.run()
 

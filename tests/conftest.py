@@ -42,6 +42,32 @@ INTEGRATION_FIXTURES = frozenset(
 INTEGRATION_IMPORTS = {"test_fuzz_openapi.py": "schemathesis"}
 
 
+def _flush_logs() -> None:
+    from cds_service.logs import flush_logging
+
+    flush_logging()
+
+
+# Log lines are written by a background thread: flushed at the end of each phase, inside pytest's
+# capture (trylast: innermost), each test's lines land in its own captured output.
+@pytest.hookimpl(hookwrapper=True, trylast=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    yield
+    _flush_logs()
+
+
+@pytest.hookimpl(hookwrapper=True, trylast=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    yield
+    _flush_logs()
+
+
+@pytest.hookimpl(hookwrapper=True, trylast=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
+    yield
+    _flush_logs()
+
+
 def excludes_integration(config: pytest.Config) -> bool:
     """Whether the run's ``-m`` expression leaves integration tests out."""
     return re.search(r"\bnot\s+integration\b", config.getoption("markexpr") or "") is not None

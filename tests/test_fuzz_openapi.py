@@ -67,7 +67,9 @@ PLAN = [
 class _EmptyFhir:
     """Stands in for the FHIR client: every query gets an empty Bundle, nothing leaves."""
 
-    def fetch(self, fhir_server, access_token, queries, *, issuer=None) -> FetchResult:
+    def fetch(
+        self, fhir_server, access_token, queries, *, issuer=None, hook_instance=None
+    ) -> FetchResult:
         return FetchResult({key: [] for key in queries}, {}, 0)
 
     def close(self) -> None:

@@ -100,11 +100,22 @@ def test_production_reports_every_refusal_at_once(tmp_path: Path) -> None:
         "CDS_PUBLIC_URL": "http://cds.example.org",
         "CDS_JWT_LEEWAY_SECONDS": "many",
     }
-    code, stderr = _run(_cli("check-content"), env, tmp_path)
+    code, stderr = _run(_cli("call", "patient-view-foot-drop"), env, tmp_path)
     line = _one_line(stderr)
     assert code == 2
     for part in ("CDS_AUTH must be on", "CDS_ALLOW_INSECURE_FHIR", "https URL", "whole number"):
         assert part in line
+
+
+def test_tools_run_in_production_without_its_secrets(tmp_path: Path) -> None:
+    """check-content and --version need no production settings; a malformed value still fails."""
+    env = {"CDS_ENVIRONMENT": "production"}
+    code, stderr = _run(_cli("check-content"), env, tmp_path)
+    assert (code, stderr) == (0, "")
+    code, _ = _run(_cli("--version"), env, tmp_path)
+    assert code == 0
+    code, stderr = _run(_cli("check-content"), {**env, "CDS_JWT_LEEWAY_SECONDS": "many"}, tmp_path)
+    assert code == 2 and "whole number" in _one_line(stderr)
 
 
 def test_postgres_url_without_its_driver_names_the_extra(tmp_path: Path) -> None:

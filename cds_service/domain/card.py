@@ -6,6 +6,7 @@ hook instance and a stable key, so the same request always gives the same card.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from collections.abc import Mapping, Sequence
@@ -55,8 +56,22 @@ _SITE_WORDS = {
 }
 
 
-def make_uuid(hook_instance: str, key: str) -> str:
-    return str(uuid.uuid5(NAMESPACE, f"{hook_instance}|{key}"))
+def make_uuid(hook_instance: str, key: str, tag: str | None = None) -> str:
+    """uuid5 of the hook instance and ``key``; with ``tag``, its first 4 bytes name the tag.
+
+    The tag is what the card or suggestion is (``card:foot-drop``, ``suggestion:AFO``): content,
+    never patient data. Feedback carries only uuids; the feedback report reads the tag back from
+    them (see :func:`tag_prefix`), so nothing has to be stored per hook call.
+    """
+    value = uuid.uuid5(NAMESPACE, f"{hook_instance}|{key}")
+    if tag is None:
+        return str(value)
+    return str(uuid.UUID(bytes=tag_prefix(tag) + value.bytes[4:]))
+
+
+def tag_prefix(tag: str) -> bytes:
+    """The 4 bytes that open every uuid made with ``tag`` (SHA-256 of the tag)."""
+    return hashlib.sha256(tag.encode("utf-8")).digest()[:4]
 
 
 def _side_word(side: str | None) -> str:
@@ -201,7 +216,7 @@ def _suggestion(
     label_name = "label_central" if central and "label_central" in spec.texts else "label"
     return {
         "label": spec.render(label_name, **values),
-        "uuid": make_uuid(hook_instance, f"suggestion|{order_id}"),
+        "uuid": make_uuid(hook_instance, f"suggestion|{order_id}", f"suggestion:{order_id}"),
         "isRecommended": True,
         "actions": [
             {
@@ -638,7 +653,7 @@ def attribution_card(
         )
     card = frame_card(
         content.footdrop,
-        uuid_key=make_uuid(hook_instance, "card"),
+        uuid_key=make_uuid(hook_instance, "card", "card:foot-drop"),
         summary=summary,
         detail=detail,
         indicator=a.indicator,

@@ -263,7 +263,9 @@ def _suggestions(
         name = _target_name(content, target)
         suggestion: dict[str, Any] = {
             "label": content.phrase("prevention-suggestion-label", target=name, code=target.code),
-            "uuid": make_uuid(hook_instance, f"prevention|{key}|{target.code}"),
+            "uuid": make_uuid(
+                hook_instance, f"prevention|{key}|{target.code}", f"prevention-target:{target.kind}"
+            ),
         }
         if len(judgement.targets) == 1:
             suggestion["isRecommended"] = True
@@ -391,7 +393,7 @@ def prevention_card(
     )
     return frame_card(
         content.prevention,
-        uuid_key=make_uuid(hook_instance, f"prevention|{key}"),
+        uuid_key=make_uuid(hook_instance, f"prevention|{key}", "card:prevention"),
         summary=summary,
         detail=detail,
         indicator=judgement.indicator,

@@ -47,7 +47,7 @@ def recovered_card(
         detail = "\n\n".join(x for x in (action_text(content, floor), detail) if x)
     card = frame_card(
         content.footdrop,
-        uuid_key=make_uuid(hook_instance, "card"),
+        uuid_key=make_uuid(hook_instance, "card", "card:recovered"),
         summary=content.text("summary-recovered", **values),
         detail=detail,
         indicator="info" if floor is None else "warning",
@@ -72,7 +72,7 @@ def too_many_records_card(
     values = {"triggers": str(error.triggers), "injections": str(error.injections)}
     card = frame_card(
         content.footdrop,
-        uuid_key=make_uuid(hook_instance, "card"),
+        uuid_key=make_uuid(hook_instance, "card", "card:too-many-records"),
         summary=content.text("summary-too-many", **values),
         detail=content.text("detail-too-many", **values),
         indicator="info",

@@ -195,7 +195,7 @@ def red_flag_card(
         summary = content.text("summary-critical", flags=flags_text)
     card = frame_card(
         content.footdrop,
-        uuid_key=make_uuid(hook_instance, "card"),
+        uuid_key=make_uuid(hook_instance, "card", "card:red-flag"),
         summary=summary,
         detail=detail,
         indicator="critical",

@@ -76,6 +76,19 @@ class ReportRow:
     overridden: int
 
 
+@dataclass(frozen=True)
+class StoredItem:
+    """One card's latest feedback: what the feedback report reads (uuids, codes, no PHI)."""
+
+    service_id: str
+    card_uuid: str
+    outcome: str
+    outcome_timestamp: str
+    override_system: str | None
+    override_code: str | None
+    accepted_suggestions: tuple[str, ...]
+
+
 class FeedbackStore:
     """SQLAlchemy-backed feedback store; one transaction per batch, committed before 200."""
 
@@ -154,6 +167,54 @@ class FeedbackStore:
                 ).scalar_one()
         except SQLAlchemyError as error:
             raise StoreUnavailableError("database unreachable") from error
+
+    def latest_items(self) -> list[StoredItem]:
+        """Every card's latest outcome (as :meth:`report` counts them), with its details."""
+        try:
+            with self._engine.connect() as connection:
+                rows = connection.execute(
+                    select(
+                        feedback_table.c.id,
+                        feedback_table.c.service_id,
+                        feedback_table.c.card_uuid,
+                        feedback_table.c.outcome,
+                        feedback_table.c.outcome_timestamp,
+                        feedback_table.c.override_system,
+                        feedback_table.c.override_code,
+                    )
+                ).all()
+                latest: dict[tuple[str, str], Any] = {}
+                for row in rows:
+                    key = (row.service_id, row.card_uuid)
+                    held = latest.get(key)
+                    if held is None or (row.outcome_timestamp, row.id) > (
+                        held.outcome_timestamp,
+                        held.id,
+                    ):
+                        latest[key] = row
+                chosen: dict[int, list[str]] = {row.id: [] for row in latest.values()}
+                if chosen:
+                    for feedback_id, suggestion in connection.execute(
+                        select(
+                            accepted_suggestion_table.c.feedback_id,
+                            accepted_suggestion_table.c.suggestion_uuid,
+                        ).where(accepted_suggestion_table.c.feedback_id.in_(list(chosen)))
+                    ):
+                        chosen[feedback_id].append(suggestion)
+        except SQLAlchemyError as error:
+            raise StoreUnavailableError("database unreachable") from error
+        return [
+            StoredItem(
+                service_id=row.service_id,
+                card_uuid=row.card_uuid,
+                outcome=row.outcome,
+                outcome_timestamp=row.outcome_timestamp,
+                override_system=row.override_system,
+                override_code=row.override_code,
+                accepted_suggestions=tuple(sorted(chosen[row.id])),
+            )
+            for row in sorted(latest.values(), key=lambda r: (r.outcome_timestamp, r.id))
+        ]
 
     def report(self) -> list[ReportRow]:
         """Counts per service, per card within a service, and per accepted suggestion.

@@ -82,6 +82,8 @@ from urllib3.exceptions import (
 )
 from urllib3.util import parse_url
 
+from cds_service import metrics
+
 __all__ = [
     "FetchError",
     "FetchPolicy",
@@ -287,6 +289,7 @@ class _Call:
         self.deadline = deadline
         self.policy = policy
         self.stopped = threading.Event()
+        self.hook_instance: str | None = None  # for log lines only
         self._lock = threading.Lock()
         self._requests = 0
         self._bytes = 0
@@ -419,6 +422,7 @@ class FhirClient:
         queries: Mapping[str, str],
         *,
         issuer: str | None = None,
+        hook_instance: str | None = None,
     ) -> FetchResult:
         """GET ``{fhir_server}/{query}`` for every key in parallel, within the policy's limits.
 
@@ -436,16 +440,36 @@ class FhirClient:
             addresses, refusal = self._resolve(target, deadline)
         if target is None or refusal is not None:
             reason = refusal or "bad fhirServer"
-            log.warning("fhir fetch refused (%d keys): %s", len(queries), reason)
+            log.warning(
+                "fhir fetch refused",
+                extra={
+                    "event": "fhir_fetch",
+                    "hook_instance": hook_instance,
+                    "keys": sorted(queries),
+                    "reason": reason,
+                },
+            )
+            for _ in queries:
+                metrics.observe_fetch(reason, time.monotonic() - started)
             return FetchResult({}, dict.fromkeys(queries, reason), 0)
         base = fhir_server.rstrip("/")
         call = _Call(base, target, addresses, access_token, deadline, self.policy)
+        call.hook_instance = hook_instance
         failures: dict[str, str] = {}
         futures: dict[Future[list[dict[str, Any]] | FetchError], str] = {}
         for key, query in queries.items():
             if not self._acquire(call.origin):
                 failures[key] = "origin busy"
-                log.warning("fhir fetch key=%s failed: origin busy", key)
+                metrics.observe_fetch("origin busy", 0.0)
+                log.warning(
+                    "fhir fetch failed",
+                    extra={
+                        "event": "fhir_fetch",
+                        "hook_instance": hook_instance,
+                        "key": key,
+                        "reason": "origin busy",
+                    },
+                )
                 continue
             future = self._executor.submit(self._fetch_key, call, key, query)
             future.add_done_callback(self._releaser(call.origin))
@@ -456,7 +480,17 @@ class FhirClient:
         for future in late:
             future.cancel()
             failures[futures[future]] = "deadline"
-            log.warning("fhir fetch key=%s failed: deadline", futures[future])
+            metrics.observe_fetch("deadline", time.monotonic() - started)
+            log.warning(
+                "fhir fetch failed",
+                extra={
+                    "event": "fhir_fetch",
+                    "hook_instance": hook_instance,
+                    "key": futures[future],
+                    "reason": "deadline",
+                    "elapsed_ms": round((time.monotonic() - started) * 1000, 1),
+                },
+            )
         for future in done:
             outcome = "deadline" if future.cancelled() else future.result()
             if isinstance(outcome, list):
@@ -547,30 +581,35 @@ class FhirClient:
         except FetchError as error:
             outcome: list[dict[str, Any]] | FetchError = error
         except Exception as error:  # a bug or an exotic transport fault must not escape a worker
-            log.error("fhir fetch key=%s internal error %s", key, type(error).__name__)
+            log.error(
+                "fhir fetch internal error",
+                extra={
+                    "event": "fhir_fetch",
+                    "hook_instance": call.hook_instance,
+                    "key": key,
+                    "error_class": type(error).__name__,
+                },
+            )
             outcome = FetchError(key, "internal error")
         else:
             outcome = found
         if isinstance(outcome, FetchError) and call.stopped.is_set():
             outcome = FetchError(key, "deadline")
-        elapsed_ms = (time.monotonic() - started) * 1000
+        elapsed = time.monotonic() - started
+        fields: dict[str, Any] = {
+            "event": "fhir_fetch",
+            "hook_instance": call.hook_instance,
+            "key": key,
+            "status": status,
+            "pages": pages,
+            "elapsed_ms": round(elapsed * 1000, 1),
+        }
         if isinstance(outcome, FetchError):
-            log.warning(
-                "fhir fetch key=%s failed: %s pages=%d elapsed_ms=%.0f",
-                key,
-                outcome.reason,
-                pages,
-                elapsed_ms,
-            )
+            metrics.observe_fetch(outcome.reason, elapsed)
+            log.warning("fhir fetch failed", extra={**fields, "reason": outcome.reason})
         else:
-            log.info(
-                "fhir fetch key=%s status=%s pages=%d count=%d elapsed_ms=%.0f",
-                key,
-                status,
-                pages,
-                len(outcome),
-                elapsed_ms,
-            )
+            metrics.observe_fetch(None, elapsed)
+            log.info("fhir fetch", extra={**fields, "count": len(outcome)})
         return outcome
 
     def _get_page(

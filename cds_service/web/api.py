@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from cds_service import __version__, schemas
+from cds_service import __version__, metrics, schemas
 from cds_service.domain.request import HookRequest
 from cds_service.domain.services import KNOWN_HOOKS, ServiceSpec
 from cds_service.edge.database import StoreUnavailableError
@@ -44,6 +44,7 @@ def _authenticate() -> None:
     try:
         claims = rt.verifier.verify(request.headers.get("Authorization"), audience)
     except AuthenticationError as error:
+        metrics.count_jwt_rejection(error.reason)
         log.warning(
             "authentication failed",
             extra={
@@ -57,6 +58,7 @@ def _authenticate() -> None:
         failure.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
         raise failure from None
     except Exception as error:  # the replay store (database) failed: we cannot vouch for the caller
+        metrics.count_store_error("replay")
         log.error(
             "authentication unavailable",
             extra={"event": "auth", "error_class": type(error).__name__, "status": 503},
@@ -96,6 +98,7 @@ def call_service(service_id: str) -> Response:
         "fetched_keys": outcome.fetched_keys,
         "fetch_failures": sorted(outcome.fetch_failures),
     }
+    metrics.observe_cards(spec.id, outcome.body["cards"])
     return json_response(compact_json(outcome.body))
 
 
@@ -135,7 +138,9 @@ def feedback(service_id: str) -> Response:
     try:
         result = rt.store.record(service_id, items)
     except StoreUnavailableError:
+        metrics.count_store_error("database")
         raise ApiError(503, "feedback store unavailable", ["nothing was stored; retry"]) from None
+    metrics.count_feedback(service_id, result.stored, result.duplicates)
     g.counts = {"items": len(items), "stored": result.stored, "duplicates": result.duplicates}
     return jsonify({"stored": result.stored, "duplicates": result.duplicates})
 
@@ -163,12 +168,14 @@ def healthz() -> Response:
     try:
         rt.store.ping()
     except StoreUnavailableError:
+        metrics.count_store_error("database")
         parts["database"] = "down"
     if rt.verifier is not None:
         try:
             rt.verifier.replay_guard.probe()
             parts["replay"] = "ok"
         except Exception as error:  # any failure of the store is "down", whatever its class
+            metrics.count_store_error("replay")
             parts["replay"] = "down"
             log.error(
                 "replay store probe failed",
@@ -198,11 +205,14 @@ def _options_have_no_body(response: Response) -> Response:
 @bp.after_request
 def _log_request(response: Response) -> Response:
     started = g.get("started")
-    duration = round((time.perf_counter() - started) * 1000, 2) if started else None
+    elapsed = time.perf_counter() - started if started else 0.0
+    duration = round(elapsed * 1000, 2) if started else None
+    rule = request.url_rule.rule if request.url_rule else "unmatched"
+    metrics.observe_request(rule, g.get("service_id", ""), response.status_code, elapsed)
     fields: dict[str, Any] = {
         "event": "request",
         "method": request.method,
-        "path": request.url_rule.rule if request.url_rule else "unmatched",
+        "path": rule,
         "status": response.status_code,
         "duration_ms": duration,
     }

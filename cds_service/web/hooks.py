@@ -7,6 +7,7 @@ absent or OperationOutcome → fetch from ``fhirServer``; still missing and requ
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -32,6 +33,7 @@ class Fetcher(Protocol):
         queries: Mapping[str, str],
         *,
         issuer: str | None = None,
+        hook_instance: str | None = None,
     ) -> Any: ...
 
     def close(self) -> None:
@@ -94,7 +96,11 @@ class HookRunner:
                     queries[item.key] = with_page_size(filled, FETCH_PAGE_SIZE)
             if queries:
                 result = self._fetcher.fetch(
-                    request.fhir_server, request.access_token, queries, issuer=issuer
+                    request.fhir_server,
+                    request.access_token,
+                    queries,
+                    issuer=issuer,
+                    hook_instance=request.hook_instance,
                 )
                 for key, resources in result.resources.items():
                     gathered[key] = resources
@@ -124,7 +130,10 @@ class HookRunner:
                 [f"{key}: unavailable" for key in missing_required],
             )
         resources = [resource for key in spec.prefetch_keys for resource in gathered.get(key, ())]
+        started = time.perf_counter()
         evaluation = self._handlers[spec.id](request, resources, now)
+        if log.isEnabledFor(logging.DEBUG):  # CDS_LOG_LEVEL=DEBUG: what was used, no values
+            _log_evaluation(spec, request, plan.resources, failures, evaluation, started)
         # No service emits systemActions, so the optional array is never sent (never empty).
         return HookOutcome(
             body={"cards": list(evaluation.cards)},
@@ -134,3 +143,30 @@ class HookRunner:
             fetched_keys=fetched,
             fetch_failures={k: v for k, v in failures.items() if k not in gathered},
         )
+
+
+def _log_evaluation(
+    spec: ServiceSpec,
+    request: HookRequest,
+    prefetched: Mapping[str, Any],
+    failures: Mapping[str, str],
+    evaluation: Any,
+    started: float,
+) -> None:
+    """The DEBUG line: prefetch keys used and missing, card indicators, rule time; no PHI."""
+    cards = list(evaluation.cards)
+    log.debug(
+        "hook evaluated",
+        extra={
+            "event": "evaluate",
+            "hook_instance": request.hook_instance,
+            "service_id": spec.id,
+            "prefetched": sorted(prefetched),
+            "missing": sorted(failures),
+            "resources": evaluation.resources_read,
+            "skipped": evaluation.resources_skipped,
+            "indicators": [card.get("indicator") for card in cards],
+            "suggestions": sum(len(card.get("suggestions", ())) for card in cards),
+            "elapsed_ms": round((time.perf_counter() - started) * 1000, 2),
+        },
+    )

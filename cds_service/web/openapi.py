@@ -151,6 +151,20 @@ def build_openapi(version: str, service_ids: list[str]) -> dict[str, Any]:
                     },
                 }
             },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics (CDS_METRICS: off, open or token)",
+                    "operationId": "metrics",
+                    "responses": {
+                        "200": {
+                            "description": "Prometheus text format, summed over all workers",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        },
+                        "401": error("CDS_METRICS=token and no valid bearer token"),
+                        "404": error("CDS_METRICS=off"),
+                    },
+                }
+            },
         },
         "components": {"schemas": components},
     }

@@ -15,6 +15,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from cds_service.edge.fhir_client import FetchPolicy, FhirClient, is_loopback_host
+from cds_service.logs import JsonFormatter
 
 TOKEN = "s3cr3t-access-token"
 LOOPBACK = ("127.0.0.0/8", "::1/128")
@@ -619,12 +620,18 @@ def test_log_names_keys_not_token_or_data(server, make_client, caplog):
     server.expect_request("/fhir/Procedure").respond_with_json({}, status=401)
     with caplog.at_level(logging.DEBUG, logger="cds_service.fhir"):
         make_client().fetch(
-            base(server), TOKEN, {"conditions": "Condition?patient=pat-77", "procs": "Procedure"}
+            base(server),
+            TOKEN,
+            {"conditions": "Condition?patient=pat-77", "procs": "Procedure"},
+            hook_instance="hi-1",
         )
     records = [r for r in caplog.records if r.name == "cds_service.fhir"]
-    text = "\n".join(r.getMessage() for r in records)
-    assert "key=conditions status=200 pages=1 count=1" in text
-    assert "key=procs failed: http 401" in text
-    assert "elapsed_ms=" in text
+    assert {r.hook_instance for r in records} == {"hi-1"}
+    by_key = {r.key: r for r in records}
+    ok, refused = by_key["conditions"], by_key["procs"]
+    assert (ok.status, ok.pages, ok.count, ok.event) == (200, 1, 1, "fhir_fetch")
+    assert (refused.reason, refused.levelname) == ("http 401", "WARNING")
+    assert all(isinstance(r.elapsed_ms, float) for r in records)
+    text = "\n".join(JsonFormatter().format(r) for r in records)
     for secret in (TOKEN, "pat-77", "secret-c1"):
         assert secret not in text
