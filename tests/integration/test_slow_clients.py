@@ -24,12 +24,13 @@ from tests.integration.serve_support import require_nginx
 pytestmark = pytest.mark.integration
 
 SLOW = 1000
-# The allowance: p99 during the attack at most twice the p99 before it, or the p99 before plus
-# 50 ms, whichever is larger. Before the attack the p99 of these requests is 2-10 ms on a 2-core
-# machine; there, one scheduler delay when other processes (the test runner itself, other test
-# suites) take the CPU is 10-40 ms and is the p99 of 200 samples whether or not slow clients are
-# connected. Without the proxy the p99 is the client's timeout (5 s): nothing answers at all.
-ABSOLUTE_ALLOWANCE = 0.050
+# The allowance: p99 during the attack at most three times the p99 before it, or the p99 before
+# plus 250 ms, whichever is larger. Before the attack the p99 of these requests is 2-10 ms on a
+# 2-core machine; on a busy one (load 9-10: other suites, a CPU burner) the test's own 1,000
+# slow-client sockets and the scheduler add 40-100 ms to the p99 of 200 samples whether or not the
+# proxy is there. Without the proxy the p99 is the client's timeout (5 s): nothing answers at all,
+# so the allowance stays far below the failure it guards against.
+ABSOLUTE_ALLOWANCE = 0.250
 
 
 @pytest.fixture
@@ -54,7 +55,7 @@ def test_a_thousand_slow_connections_do_not_delay_other_clients(service: Served)
     assert clients.connect_failures == 0, figures
     assert during.healthz_failures == 0 and during.failures == 0, figures
     assert len(during.answers) == 200, figures
-    allowed = max(2 * before.p99, before.p99 + ABSOLUTE_ALLOWANCE)
+    allowed = max(3 * before.p99, before.p99 + ABSOLUTE_ALLOWANCE)
     assert during.p99 <= allowed, f"{figures}; allowed {allowed * 1000:.1f} ms"
     assert "Traceback" not in service.tail(100_000)
 
