@@ -94,6 +94,7 @@ def test_metrics_setting_defaults_off_in_production_and_needs_a_token(tmp_path):
         "CDS_CORS_ORIGINS": "https://ehr.example",
         "CDS_JWT_ISSUERS": json.dumps({"https://ehr.example": "https://ehr.example/jwks"}),
         "CDS_FHIR_ORIGINS": json.dumps({"https://ehr.example": ["https://ehr.example/fhir"]}),
+        "CDS_APP_SECRET": "a" * 40,
     }
     assert Settings.from_env(production).metrics == "off"
     assert Settings.from_env({}).metrics == "open"

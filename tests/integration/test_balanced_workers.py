@@ -2,7 +2,7 @@
 
 Each worker has a socket of its own (cds_service/worker_sockets.py) and nginx sends each
 request to the one with the fewest in flight (``least_conn``): no client stays pinned to a
-worker. Responses are counted per worker pid from gunicorn's own access log
+worker. Responses are counted per worker pid from gunicorn's own access log (JSON lines)
 (``GUNICORN_CMD_ARGS``, format ``%(p)s %(U)s``). The bound is loose (0.8; `make bench`
 measures against 0.65): with one shared socket one worker served 80 % of them (193 of 241).
 """
@@ -10,6 +10,7 @@ measures against 0.65): with one shared socket one worker served 80 % of them (1
 from __future__ import annotations
 
 import collections
+import json
 import threading
 import time
 from pathlib import Path
@@ -39,7 +40,7 @@ def test_sixteen_keep_alive_clients_are_spread_over_both_workers(tmp_path: Path)
         tmp_path / "serve.log",
         tmp_path,
     )
-    server.env["GUNICORN_CMD_ARGS"] = f"--access-logfile {access} --access-logformat '%(p)s %(U)s'"
+    server.env["GUNICORN_ACCESS_LOG"] = str(access)  # JSON lines, each with the worker's pid
     url = f"http://127.0.0.1:{server.port}/cds-services/footdrop-im-injection"
     body = patient_view_request()
     statuses: list[int] = []
@@ -75,5 +76,15 @@ def test_sixteen_keep_alive_clients_are_spread_over_both_workers(tmp_path: Path)
 
 def _pids(access: Path) -> list[str]:
     """The pid of each hook call's worker (readiness probes left out)."""
-    lines = (line.split() for line in access.read_text().splitlines())
-    return [parts[0] for parts in lines if parts[1:] == ["/cds-services/footdrop-im-injection"]]
+    entries = []
+    for line in access.read_text().splitlines():
+        try:
+            entries.append(json.loads(line))
+        except ValueError:
+            continue  # a line still being written
+    return [
+        str(entry["pid"])
+        for entry in entries
+        if entry.get("event") == "access"
+        and entry.get("path") == "/cds-services/footdrop-im-injection"
+    ]

@@ -173,8 +173,18 @@ class Instance:
         """Hook calls this instance answered, from its own gunicorn access log."""
         if not self.access_log.exists():
             return 0
-        line = f'"POST {HOOK_PATH} HTTP/1.1" 200'
-        return sum(line in row for row in self.access_log.read_text().splitlines())
+        served = 0
+        for row in self.access_log.read_text().splitlines():  # gunicorn's access log, as JSON
+            try:
+                entry = json.loads(row)
+            except ValueError:
+                continue  # a line still being written
+            served += (entry.get("method"), entry.get("path"), entry.get("status")) == (
+                "POST",
+                HOOK_PATH,
+                200,
+            )
+        return served
 
 
 class Nginx:
