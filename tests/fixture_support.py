@@ -79,10 +79,11 @@ def occurrence_date(resource: dict[str, Any]) -> str | None:
     return when[:10] if when else None
 
 
-def fixture_trace(fixture: dict[str, Any]) -> dict[str, Any]:
-    """The engine's rule trace for a patient-view fixture (what the app page renders)."""
+def explain_fixture(fixture: dict[str, Any], policy: Any = None) -> Any:
+    """The engine's cards and rule trace for a patient-view fixture, at its evalTime."""
     from datetime import datetime
 
+    from cds_service.domain.policy import Policy
     from cds_service.domain.trace import explain_patient_view
     from tests.domain.factories import content
     from tests.domain.test_fixture_scenarios import flatten
@@ -95,7 +96,14 @@ def fixture_trace(fixture: dict[str, Any]) -> dict[str, Any]:
         content(),
         now,
         request["hookInstance"],
-    ).trace
+        policy if policy is not None else Policy(),
+    )
+
+
+def fixture_trace(fixture: dict[str, Any]) -> dict[str, Any]:
+    """The engine's rule trace for a patient-view fixture (what the app page renders)."""
+    trace: dict[str, Any] = explain_fixture(fixture).trace
+    return trace
 
 
 def check_trace(fixture: dict[str, Any], trace: dict[str, Any]) -> None:

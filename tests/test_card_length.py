@@ -18,10 +18,14 @@ import pytest
 
 from cds_service.domain.policy import DEFAULT_POLICY, Policy
 from cds_service.domain.prevention import evaluate_prevention
-from cds_service.domain.trace import explain_patient_view
 from tests.domain.factories import content
 from tests.domain.test_fixture_scenarios import flatten
-from tests.fixture_support import PATIENT_VIEW_FIXTURES, PREVENTION_FIXTURES, load_fixture
+from tests.fixture_support import (
+    PATIENT_VIEW_FIXTURES,
+    PREVENTION_FIXTURES,
+    explain_fixture,
+    load_fixture,
+)
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "cards" / "templates"
 LIMITS = {"critical": 50, "warning": 80, "info": 80}
@@ -66,17 +70,7 @@ def check_r9a(card: dict[str, Any]) -> None:
 
 def _explain(path: Path, policy: Policy = DEFAULT_POLICY) -> tuple[dict[str, Any], Any]:
     fixture = load_fixture(path)
-    request = fixture["request"]
-    now = datetime.fromisoformat(fixture["evalTime"].replace("Z", "+00:00"))
-    explained = explain_patient_view(
-        request["context"],
-        flatten(request.get("prefetch")),
-        content(),
-        now,
-        request["hookInstance"],
-        policy,
-    )
-    return fixture, explained
+    return fixture, explain_fixture(fixture, policy)
 
 
 @pytest.mark.parametrize("path", PATIENT_VIEW_FIXTURES, ids=[p.stem for p in PATIENT_VIEW_FIXTURES])

@@ -11,7 +11,6 @@ import pytest
 from fhir.resources.R4B import get_fhir_model_class
 
 from cds_service.domain.engine import evaluate_patient_view
-from cds_service.domain.trace import explain_patient_view
 
 from .factories import ROOT, content, suggestion_keys
 
@@ -48,15 +47,9 @@ def _run(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 
 
 def _trace(fixture: dict[str, Any]) -> dict[str, Any]:
-    request = fixture["request"]
-    now = datetime.fromisoformat(fixture["evalTime"].replace("Z", "+00:00"))
-    return explain_patient_view(
-        request["context"],
-        flatten(request.get("prefetch")),
-        content(),
-        now,
-        request["hookInstance"],
-    ).trace
+    from tests.fixture_support import fixture_trace  # it imports flatten from here
+
+    return fixture_trace(fixture)
 
 
 @pytest.mark.parametrize("path", FIXTURES, ids=[p.stem for p in FIXTURES])

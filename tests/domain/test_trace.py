@@ -12,7 +12,8 @@ import pytest
 
 from cds_service.domain.engine import evaluate_patient_view
 from cds_service.domain.policy import DEFAULT_POLICY, Policy
-from cds_service.domain.trace import Explanation, explain_patient_view
+from cds_service.domain.trace import Explanation
+from tests.fixture_support import explain_fixture
 
 from .factories import ROOT, content
 from .test_fixture_scenarios import flatten
@@ -44,16 +45,8 @@ def fixture(prefix: str) -> dict[str, Any]:
 
 
 def explain(data: dict[str, Any], policy: Policy = DEFAULT_POLICY) -> Explanation:
-    request = data["request"]
-    now = datetime.fromisoformat(data["evalTime"].replace("Z", "+00:00"))
-    return explain_patient_view(
-        request["context"],
-        flatten(request.get("prefetch")),
-        content(),
-        now,
-        request["hookInstance"],
-        policy,
-    )
+    explained: Explanation = explain_fixture(data, policy)
+    return explained
 
 
 def roles(trace: dict[str, Any]) -> dict[str, str]:
