@@ -255,15 +255,19 @@ def _check_csrf(session: dict[str, Any]) -> None:
         raise AppError(400, "The form has expired or did not come from this page: reload it.")
 
 
-@bp.post("/record")
-def record_grades() -> str:
-    """Step 1: check today's grades and show them back for confirmation (nothing written yet)."""
-    runtime = app_runtime()
+def _posted_grades() -> tuple[dict[str, Any], list[record.Grade]]:
+    """The session and the grades of a posted form: CSRF checked, write scope required."""
     session = _session()
     _check_csrf(session)
     if not smart.granted_write(session.get("scope", "")):
         raise AppError(403, "The EHR granted read access only: grades cannot be recorded here.")
-    grades = record.parse_form(request.form, runtime.mrc_codes)
+    return session, record.parse_form(request.form, app_runtime().mrc_codes)
+
+
+@bp.post("/record")
+def record_grades() -> str:
+    """Step 1: check today's grades and show them back for confirmation (nothing written yet)."""
+    session, grades = _posted_grades()
     return render_template("app_confirm.html", grades=grades, csrf=session["csrf"])
 
 
@@ -271,11 +275,7 @@ def record_grades() -> str:
 def confirm_grades() -> Response:
     """Step 2: write one Observation per grade to the FHIR server, then back to the page."""
     runtime = app_runtime()
-    session = _session()
-    _check_csrf(session)
-    if not smart.granted_write(session.get("scope", "")):
-        raise AppError(403, "The EHR granted read access only: grades cannot be recorded here.")
-    grades = record.parse_form(request.form, runtime.mrc_codes)
+    session, grades = _posted_grades()
     observations = [
         record.observation(grade, session["patient"], runtime.clock(), runtime.mrc_codes)
         for grade in grades
