@@ -469,7 +469,7 @@ class _Extractor:
         return period_interval(value, self.day_zone, self.site_zone)
 
     def add(self, resource: object) -> None:
-        if not isinstance(resource, Mapping):
+        if type(resource) is not dict and not isinstance(resource, Mapping):  # dict: no ABC check
             self.facts.skipped += 1
             return
         rtype = resource.get("resourceType")
