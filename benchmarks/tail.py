@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -47,6 +48,7 @@ PUBLIC_URL = "https://cds.bench.invalid"
 CLIENTS = (1, 16, 64)
 FHIR_DELAY = 0.05
 TYPICAL = 50
+APP_SECRET = secrets.token_urlsafe(32)
 
 
 @dataclass
@@ -212,6 +214,7 @@ def _service_settings(
         "CDS_DATABASE_URL": database or f"sqlite:///{db}",
         "CDS_CORS_ORIGINS": "https://ehr.bench.invalid",
         "CDS_PROXY": "nginx" if find_nginx("nginx") else "off",
+        "CDS_APP_SECRET": APP_SECRET,  # production refuses to start without the app's cookie key
     }
     if replay:
         settings["CDS_REPLAY_URL"] = replay

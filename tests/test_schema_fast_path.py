@@ -66,3 +66,37 @@ def test_fast_check_accepts_a_valid_request_and_names_a_bad_entry():
     document["prefetch"]["conditions"]["entry"] = [{"resource": {"id": "x"}}]
     problems = schemas.hook_request_problems(document)
     assert problems and problems[0].startswith("$.prefetch.conditions")
+
+
+context_values = st.fixed_dictionaries(
+    {},
+    optional={
+        "userId": st.sampled_from(
+            ["Practitioner/p1", "Patient/x", "PractitionerRole/r-1", "Device/d", "", 7]
+        ),
+        "patientId": st.sampled_from(["p1", "a.b-c", "bad id", "", None]),
+        "encounterId": st.sampled_from(["e1", "e/1", 3]),
+        "selections": st.one_of(
+            st.lists(st.sampled_from(["MedicationRequest/m1", "m1", ""]), max_size=2), scalars
+        ),
+        "draftOrders": st.one_of(
+            st.just({"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "X"}}]}),
+            st.just({"resourceType": "Bundle", "entry": [{}]}),
+            st.just({"resourceType": "Patient"}),
+            scalars,
+        ),
+    },
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from(["patient-view", "order-select", "order-sign", "encounter-start", "x.y"]),
+    st.one_of(context_values, scalars),
+)
+def test_fast_context_check_agrees_with_the_full_schema(hook, context):
+    """Each hook's context, checked on its own by the fast path, gets the full schema's verdict."""
+    document = patient_view_request()
+    document["hook"] = hook
+    document["context"] = context
+    assert schemas.hook_request_problems(document) == schemas.problems("hook-request", document)

@@ -131,7 +131,7 @@ class CodeIndex:
 
         ``valuesets`` limits the answer to the value sets the caller cares about.
         """
-        if not isinstance(concept, Mapping):
+        if type(concept) is not dict and not isinstance(concept, Mapping):  # dict: no ABC check
             return []
         codings = concept.get("coding")
         if not isinstance(codings, list):

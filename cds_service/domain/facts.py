@@ -469,7 +469,7 @@ class _Extractor:
         return period_interval(value, self.day_zone, self.site_zone)
 
     def add(self, resource: object) -> None:
-        if not isinstance(resource, Mapping):
+        if type(resource) is not dict and not isinstance(resource, Mapping):  # dict: no ABC check
             self.facts.skipped += 1
             return
         rtype = resource.get("resourceType")
@@ -1136,9 +1136,22 @@ def _in_canonical_order(facts: Facts) -> Facts:
         "observed",
         "exposures",
     ):
-        items = getattr(facts, name)
-        items.sort(key=lambda item: (str(getattr(item, "ref", "")), repr(item)))
+        _sort_canonically(getattr(facts, name))
     return facts
+
+
+def _sort_canonically(items: list[object]) -> None:
+    """Sort in place by (ref, repr), stably; repr (costly for nested facts) only for equal refs."""
+    if len(items) < 2:
+        return
+    runs: dict[str, list[object]] = {}
+    for item in items:
+        runs.setdefault(str(getattr(item, "ref", "")), []).append(item)
+    ordered: list[object] = []
+    for ref in sorted(runs):
+        run = runs[ref]
+        ordered.extend(sorted(run, key=repr) if len(run) > 1 else run)
+    items[:] = ordered
 
 
 def _seventh(matches: Sequence[Match]) -> str | None:

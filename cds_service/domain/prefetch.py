@@ -60,13 +60,15 @@ def flatten(value: Any) -> list[dict[str, Any]]:
     if not isinstance(entries, list):
         return found
     for entry in entries:
-        if not isinstance(entry, Mapping):
+        if type(entry) is not dict and not isinstance(entry, Mapping):  # dict: no ABC check
             continue
         search = entry.get("search")
         if isinstance(search, Mapping) and search.get("mode") == "outcome":
             continue
         resource = entry.get("resource")
-        if isinstance(resource, Mapping) and isinstance(resource.get("resourceType"), str):
+        if (type(resource) is dict or isinstance(resource, Mapping)) and isinstance(
+            resource.get("resourceType"), str
+        ):
             found.append(dict(resource))
     return found
 

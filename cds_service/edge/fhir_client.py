@@ -52,6 +52,7 @@ the HTTP answer (412) says only "unavailable".
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import json
 import logging
@@ -247,7 +248,13 @@ def parse_base_url(url: object) -> Target | None:
     """A fhirServer: a strict http(s) URL with no query and no fragment (``?`` or ``#``)."""
     if not isinstance(url, str) or "?" in url or "#" in url:
         return None
-    return parse_url_strictly(url.rstrip("/"))
+    return _parse_base(url.rstrip("/"))
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_base(url: str) -> Target | None:
+    """Cached: every hook call parses its fhirServer and each allowed base (a pure function)."""
+    return parse_url_strictly(url)
 
 
 def _base_allowed(base: Target, allowed: Sequence[str]) -> bool:
