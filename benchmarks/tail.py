@@ -17,7 +17,6 @@ that installs it; the results go to ``var/bench-results.md`` (untracked) unless 
 
 from __future__ import annotations
 
-import collections
 import json
 import os
 import secrets
@@ -38,6 +37,7 @@ from benchmarks.baseline_app import SIZE_HEADER
 from benchmarks.fhir_stub import FhirStub
 from benchmarks.servers import BASELINE_APP, Gunicorn, children, clean_environment, free_port
 from benchmarks.slow_clients import Served
+from cds_service.gunicorn_logging import answered_by_worker
 from cds_service.proxy import find_nginx
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,9 +111,7 @@ class Service:
         self.access = workdir / f"{name}-access.log"
         self.served = Served(settings, workdir / f"{name}.log", ROOT)
         self.served.env.pop("WEB_CONCURRENCY", None)  # gunicorn_conf's own default
-        self.served.env["GUNICORN_CMD_ARGS"] = (
-            f"--access-logfile {self.access} --access-logformat '%(p)s %(U)s'"
-        )
+        self.served.env["GUNICORN_ACCESS_LOG"] = str(self.access)  # JSON lines with the pid
         self.url = f"http://127.0.0.1:{self.served.port}"
         self.process = None
 
@@ -132,8 +130,7 @@ class Service:
         return group_pids(self.served.process.pid)
 
     def busiest_share(self, path: str) -> float | None:
-        lines = (line.split() for line in self.access.read_text().splitlines())
-        pids = collections.Counter(parts[0] for parts in lines if parts[1:] == [path])
+        pids = answered_by_worker(self.access.read_text(), path)
         total = sum(pids.values())
         return max(pids.values()) / total if total else None
 

@@ -6,6 +6,8 @@ method, the path without its query string, the status and the duration: never he
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from typing import Any
 
 from gunicorn.glogging import Logger
@@ -40,3 +42,20 @@ class JsonLogger(Logger):
                 "duration_ms": round(request_time.total_seconds() * 1000, 2),
             },
         )
+
+
+def answered_by_worker(log_text: str, path: str) -> Counter[int]:
+    """Responses to ``path`` per worker pid, read from the JSON access log this logger writes.
+
+    Used to measure how evenly the workers share the load (``make bench`` and the balance test);
+    a partial last line (still being written) is skipped.
+    """
+    counts: Counter[int] = Counter()
+    for line in log_text.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("event") == "access" and entry.get("path") == path:
+            counts[int(entry["pid"])] += 1
+    return counts

@@ -10,7 +10,6 @@ measures against 0.65): with one shared socket one worker served 80 % of them (1
 from __future__ import annotations
 
 import collections
-import json
 import threading
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 import requests
 
 from benchmarks.slow_clients import Served
+from cds_service.gunicorn_logging import answered_by_worker
 from tests.conftest import patient_view_request
 from tests.integration.serve_support import require_nginx
 
@@ -76,15 +76,5 @@ def test_sixteen_keep_alive_clients_are_spread_over_both_workers(tmp_path: Path)
 
 def _pids(access: Path) -> list[str]:
     """The pid of each hook call's worker (readiness probes left out)."""
-    entries = []
-    for line in access.read_text().splitlines():
-        try:
-            entries.append(json.loads(line))
-        except ValueError:
-            continue  # a line still being written
-    return [
-        str(entry["pid"])
-        for entry in entries
-        if entry.get("event") == "access"
-        and entry.get("path") == "/cds-services/footdrop-im-injection"
-    ]
+    counts = answered_by_worker(access.read_text(), "/cds-services/footdrop-im-injection")
+    return [str(pid) for pid in counts.elements()]
