@@ -21,7 +21,7 @@ BASELINE_APP = "benchmarks.baseline_app:create_app()"
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+        return int(probe.getsockname()[1])
 
 
 def clean_environment(settings: Mapping[str, str]) -> dict[str, str]:

@@ -32,17 +32,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks.servers import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 SERVICE = "footdrop-im-injection"
 INTERVAL = 2.0  # seconds between two bytes of one slow connection
 READY_SECONDS = 90.0
 SPACING = 0.05  # between two measured requests: 200 of them span about 11 s
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def raise_open_files_limit() -> int:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from pytest_httpserver import HTTPServer
+from sqlalchemy import create_engine, text
 from werkzeug.serving import make_server
 
 from cds_service import create_app, schemas
@@ -198,6 +199,16 @@ def app(settings: Settings, clock: FrozenClock):
         yield application
     finally:
         dispose(application)
+
+
+def stored_cards(database_url: str) -> set[str]:
+    """The card UUIDs the feedback table holds (what was really stored)."""
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            return set(connection.execute(text("SELECT card_uuid FROM feedback")).scalars())
+    finally:
+        engine.dispose()
 
 
 def dispose(application: Any) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
+from tests.processes import free_port
 
 LOOPBACK_JWKS = {"https://ehr.example": "https://ehr.example/jwks.json"}
 
@@ -170,18 +170,12 @@ def test_call_with_a_missing_file_lists_the_bundled_examples(tmp_path: Path) -> 
     assert "patient-view-foot-drop" in _one_line(stderr)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.mark.parametrize("mistake", ["broken content", "unusable database"])
 def test_gunicorn_refuses_to_start_with_one_line(
     mistake: str, broken_cards: Path, tmp_path: Path
 ) -> None:
     """Under gunicorn a content or database mistake stops the master with one line, exit 2."""
-    env = {"PORT": str(_free_port()), "WEB_CONCURRENCY": "1"}
+    env = {"PORT": str(free_port()), "WEB_CONCURRENCY": "1"}
     if mistake == "broken content":
         env["CDS_CONTENT_DIR"] = str(broken_cards)
         expected = "card.yaml"

@@ -28,7 +28,6 @@ from typing import Any
 import pytest
 import requests
 from pytest_httpserver import HTTPServer
-from sqlalchemy import create_engine, text
 from werkzeug import Request, Response
 
 from cds_service import create_app, schemas
@@ -40,6 +39,7 @@ from tests.conftest import (
     LiveServer,
     assert_valid_response,
     load_json,
+    stored_cards,
     with_settings,
 )
 
@@ -360,15 +360,6 @@ def post_feedback(url: str, *cards: str, session: Any = requests) -> int:
     if response.status_code == 503:
         assert response.json()["error"] == "feedback store unavailable"
     return response.status_code
-
-
-def stored_cards(database_url: str) -> set[str]:
-    engine = create_engine(database_url)
-    try:
-        with engine.connect() as connection:
-            return set(connection.execute(text("SELECT card_uuid FROM feedback")).scalars())
-    finally:
-        engine.dispose()
 
 
 class Unwritable:

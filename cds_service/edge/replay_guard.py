@@ -148,11 +148,7 @@ class SqlReplayGuard:
         self.claim(PROBE_ISSUER, f"{uuid.uuid4()}", now + 1.0)
 
     def claim(self, issuer: str, jti: str, expires_at: float) -> bool:
-        _check_key_part("issuer", issuer, MAX_ISSUER_LENGTH)
-        _check_key_part("jti", jti, MAX_JTI_LENGTH)
-        expires_at = float(expires_at)
-        if not math.isfinite(expires_at):
-            raise ValueError("expires_at must be a finite number")
+        expires_at = checked_claim(issuer, jti, expires_at)
         if self._writer is not None:
             return self._writer.claim(issuer, jti, expires_at)
         now = self._clock()
@@ -375,6 +371,17 @@ class _SqliteWriter:
                 conn.close()
             return None
         return conn
+
+
+def checked_claim(issuer: str, jti: str, expires_at: float) -> float:
+    """The claim's expiry as a finite float; ValueError for an unusable issuer, jti or expiry
+    (every store refuses the same arguments the same way)."""
+    _check_key_part("issuer", issuer, MAX_ISSUER_LENGTH)
+    _check_key_part("jti", jti, MAX_JTI_LENGTH)
+    expires = float(expires_at)
+    if not math.isfinite(expires):
+        raise ValueError("expires_at must be a finite number")
+    return expires
 
 
 def _check_key_part(name: str, value: str, max_length: int) -> None:

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from .replay_guard import MAX_ISSUER_LENGTH, MAX_JTI_LENGTH, PROBE_ISSUER, _check_key_part
+from .replay_guard import PROBE_ISSUER, checked_claim
 
 __all__ = ["KEY_PREFIX", "RedisReplayGuard", "redis_key"]
 
@@ -46,11 +46,7 @@ class RedisReplayGuard:
         self._clock = clock
 
     def claim(self, issuer: str, jti: str, expires_at: float) -> bool:
-        _check_key_part("issuer", issuer, MAX_ISSUER_LENGTH)
-        _check_key_part("jti", jti, MAX_JTI_LENGTH)
-        expires_at = float(expires_at)
-        if not math.isfinite(expires_at):
-            raise ValueError("expires_at must be a finite number")
+        expires_at = checked_claim(issuer, jti, expires_at)
         # PXAT is absolute: the pair expires when the token does, whatever the call's delay.
         # A pair already past its expiry is kept a moment rather than not at all.
         at_ms = max(math.ceil(expires_at * 1000), int(self._clock() * 1000) + 1000)

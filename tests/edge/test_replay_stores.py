@@ -25,6 +25,7 @@ import pytest
 
 from cds_service import open_replay_guard
 from cds_service.errors import StartupError
+from tests.processes import free_port
 
 ISSUER = "https://ehr.example.org"
 JTIS = 120
@@ -34,17 +35,11 @@ THREADS = 6
 # --- stores -------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class RedisServer:
     """``redis-server`` on a free loopback port; ``aof`` keeps claims across a restart."""
 
     def __init__(self, directory: Path, *, aof: bool) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.directory = directory
         self.aof = aof
         self.process: subprocess.Popen[bytes] | None = None
@@ -301,7 +296,7 @@ def test_an_unreachable_redis_is_one_line_without_the_password() -> None:
     """A server that does not answer is refused at start-up; the URL's password is not shown."""
     _require_redis()
     with pytest.raises(StartupError) as refused:
-        open_replay_guard(f"redis://:s3cret@127.0.0.1:{_free_port()}/0")
+        open_replay_guard(f"redis://:s3cret@127.0.0.1:{free_port()}/0")
     message = str(refused.value)
     assert message.startswith("replay store redis://127.0.0.1:")
     assert "s3cret" not in message and "\n" not in message

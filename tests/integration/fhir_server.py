@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import requests
+
+from tests.processes import free_port
 
 FHIR_JSON = "application/fhir+json"
 #: Generous on purpose: imports and the first request take seconds on a busy machine.
@@ -65,7 +66,7 @@ class SekmetServer:
         """Start on a free loopback port and wait until /metadata answers."""
         last_error: FhirServerError | None = None
         for _ in range(3):  # a free port can be taken between probing and binding it
-            self.port = _free_port()
+            self.port = free_port()
             self.base_url = f"http://127.0.0.1:{self.port}/fhir"
             self._process = self._spawn()
             try:
@@ -196,12 +197,6 @@ class SekmetServer:
 def _signal_group(group: int, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError):  # the group is gone already
         os.killpg(group, signum)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @contextmanager

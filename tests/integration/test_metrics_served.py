@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import uuid
@@ -20,16 +19,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ROOT
 from tests.fixture_support import ORDER_SIGN_FIXTURES, PREVENTION_SERVICES, load_fixture
-from tests.processes import stop_group, wait_until_healthy
+from tests.processes import free_port, stop_group, wait_until_healthy
 
 HOOKS = 60  # each on a fresh connection (no keep-alive), so both workers take some
 BURST = 40  # answered just before SIGTERM: every one of their log lines must be written
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -63,7 +56,7 @@ def _total(samples: dict[Any, float], name: str, **labels: str) -> float:
 def test_metrics_add_up_across_two_workers_and_logs_survive_sigterm(tmp_path: Path) -> None:
     """Two workers both serve; /metrics sums them exactly; lines logged just before SIGTERM
     are all written (the queue is drained at worker exit)."""
-    port = _free_port()
+    port = free_port()
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
     (metrics_dir / "counter_99999.db").write_bytes(b"stale")  # a previous run's file: removed

@@ -42,6 +42,7 @@ from sqlalchemy.engine import make_url
 from benchmarks.slow_clients import free_port
 from cds_service.config import Settings
 from cds_service.deploy_nginx import cluster_layout, render_cluster_conf
+from tests.conftest import stored_cards
 from tests.integration.serve_support import require_nginx
 from tests.processes import stop_group, wait_until_healthy
 
@@ -237,15 +238,6 @@ class Nginx:
             addresses = after.split(" upstream_status=", 1)[0]
             tried.append((int(before.rsplit(" ", 1)[1]), addresses.split(", ")))
         return tried
-
-
-def stored_cards(database_url: str) -> set[str]:
-    engine = create_engine(database_url)
-    try:
-        with engine.connect() as connection:
-            return set(connection.execute(text("SELECT card_uuid FROM feedback")).scalars())
-    finally:
-        engine.dispose()
 
 
 @dataclass(frozen=True)

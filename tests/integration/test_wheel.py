@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import venv
@@ -20,7 +19,7 @@ import pytest
 import requests
 
 from tests.conftest import ROOT
-from tests.processes import stop_group, wait_until_healthy
+from tests.processes import free_port, stop_group, wait_until_healthy
 
 pytestmark = pytest.mark.integration
 
@@ -110,17 +109,11 @@ def test_the_wheel_calls_a_bundled_example(installed: Path, workdir: Path) -> No
     assert list(workdir.iterdir()) == []
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_the_wheel_serves_healthz_with_its_database_in_the_working_directory(
     installed: Path, workdir: Path
 ) -> None:
     """The installed `cds-service serve` answers /healthz; SQLite is in ./var, not site-packages."""
-    port = _free_port()
+    port = free_port()
     env = {**_env(workdir), "PORT": str(port), "WEB_CONCURRENCY": "1", "GUNICORN_THREADS": "2"}
     server = subprocess.Popen(
         [str(installed / "bin" / "cds-service"), "serve"],
